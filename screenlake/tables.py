@@ -1,0 +1,252 @@
+"""One schema per table, used by the writers, the checks and the tests alike.
+
+Tables marked PHI live in the PHI zone only; every other table lives in the research zone and
+must never hold a name, a national number, a birth date, an accession number or an original UID.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A named table: its columns, its zone and its key."""
+
+    name: str
+    zone: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names in order."""
+        return self.schema.names
+
+
+def _table(name: str, zone: str, key: tuple[str, ...], *fields: pa.Field) -> TableSchema:
+    return TableSchema(name=name, zone=zone, schema=pa.schema(list(fields)), key=key)
+
+
+_s, _i32, _i64, _f64 = pa.string(), pa.int32(), pa.int64(), pa.float64()
+_ts = pa.timestamp("us", tz="UTC")
+
+STUDY_INDEX = _table(
+    "pacs_studies", "phi", ("study_instance_uid",),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("study_instance_uid", _s, nullable=False),
+    pa.field("patient_id", _s),
+    pa.field("accession_number", _s),
+    pa.field("study_date", pa.date32()),
+    pa.field("modality", _s),
+    pa.field("source_files", _i32, nullable=False),
+)
+
+LANDED_INSTANCES = _table(
+    "raw_instances", "phi", ("ordinal",),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("ordinal", _i32, nullable=False),
+    pa.field("source_path", _s, nullable=False),
+    pa.field("landed_path", _s, nullable=False),
+    pa.field("size_bytes", _i64, nullable=False),
+    pa.field("sha256", _s, nullable=False),
+    pa.field("study_instance_uid", _s),
+    pa.field("sop_instance_uid", _s),
+)
+
+DEIDENTIFICATION_AUDIT = _table(
+    "deidentification_audit", "research", ("partition_date", "programme", "ordinal"),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("ordinal", _i32, nullable=False),
+    pa.field("outcome", _s, nullable=False),
+    pa.field("reason", _s),
+    pa.field("profile_version", _s, nullable=False),
+    pa.field("actions_applied", _i32, nullable=False),
+    pa.field("sop_instance_uid", _s),
+    pa.field("research_path", _s),
+    pa.field("processed_at", _ts, nullable=False),
+)
+
+VAULT_ENTRIES = _table(
+    "pseudonym_vault", "phi", ("study_instance_uid",),
+    pa.field("patient_pseudonym", _s, nullable=False),
+    pa.field("study_instance_uid", _s, nullable=False),
+    pa.field("accession_pseudonym", _s),
+    pa.field("patient_id", _s, nullable=False),
+    pa.field("accession_number", _s),
+    pa.field("original_study_instance_uid", _s, nullable=False),
+    pa.field("original_study_date", pa.date32()),
+    pa.field("date_shift_days", _i32, nullable=False),
+)
+
+INSTANCE_CATALOG = _table(
+    "instance_catalog", "research", ("sop_instance_uid",),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("sop_instance_uid", _s, nullable=False),
+    pa.field("series_instance_uid", _s, nullable=False),
+    pa.field("study_instance_uid", _s, nullable=False),
+    pa.field("patient_pseudonym", _s, nullable=False),
+    pa.field("sop_class_uid", _s),
+    pa.field("transfer_syntax_uid", _s),
+    pa.field("modality", _s),
+    pa.field("body_part_examined", _s),
+    pa.field("study_date", pa.date32()),
+    pa.field("series_number", _i32),
+    pa.field("instance_number", _i32),
+    pa.field("rows", _i32),
+    pa.field("columns", _i32),
+    pa.field("number_of_frames", _i32),
+    pa.field("pixel_spacing_row_mm", _f64),
+    pa.field("pixel_spacing_col_mm", _f64),
+    pa.field("slice_thickness_mm", _f64),
+    pa.field("slice_position_mm", _f64),
+    pa.field("kvp", _f64),
+    pa.field("manufacturer", _s),
+    pa.field("manufacturer_model_name", _s),
+    pa.field("patient_sex", _s),
+    pa.field("patient_age", _s),
+    pa.field("research_path", _s, nullable=False),
+    pa.field("size_bytes", _i64, nullable=False),
+)
+
+SERIES_CATALOG = _table(
+    "series_catalog", "research", ("series_instance_uid",),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("series_instance_uid", _s, nullable=False),
+    pa.field("study_instance_uid", _s, nullable=False),
+    pa.field("patient_pseudonym", _s, nullable=False),
+    pa.field("modality", _s),
+    pa.field("series_number", _i32),
+    pa.field("instances", _i32, nullable=False),
+    pa.field("slice_thickness_mm", _f64),
+    pa.field("manufacturer", _s),
+    pa.field("size_bytes", _i64, nullable=False),
+)
+
+STUDY_CATALOG = _table(
+    "study_catalog", "research", ("study_instance_uid",),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("study_instance_uid", _s, nullable=False),
+    pa.field("patient_pseudonym", _s, nullable=False),
+    pa.field("study_date", pa.date32()),
+    pa.field("modalities", _s),
+    pa.field("series", _i32, nullable=False),
+    pa.field("instances", _i32, nullable=False),
+    pa.field("patient_sex", _s),
+    pa.field("patient_age", _s),
+)
+
+INSTANCE_PREDICTIONS = _table(
+    "instance_predictions", "research", ("sop_instance_uid",),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("sop_instance_uid", _s, nullable=False),
+    pa.field("study_instance_uid", _s, nullable=False),
+    pa.field("status", _s, nullable=False),
+    pa.field("score", _f64),
+    pa.field("failure_reason", _s),
+    pa.field("model_name", _s, nullable=False),
+    pa.field("model_version", _s, nullable=False),
+    pa.field("weights_sha256", _s, nullable=False),
+)
+
+STUDY_FINDINGS = _table(
+    "study_findings", "research", ("study_instance_uid",),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("study_instance_uid", _s, nullable=False),
+    pa.field("patient_pseudonym", _s, nullable=False),
+    pa.field("study_date", pa.date32()),
+    pa.field("score", _f64),
+    pa.field("flag", pa.bool_()),
+    pa.field("priority_rank", _i32),
+    pa.field("instances_scored", _i32, nullable=False),
+    pa.field("instances_failed", _i32, nullable=False),
+    pa.field("threshold", _f64, nullable=False),
+    pa.field("model_name", _s, nullable=False),
+    pa.field("model_version", _s, nullable=False),
+    pa.field("weights_sha256", _s, nullable=False),
+)
+
+VALIDATED_FINDINGS = _table(
+    "validated_findings", "research", ("study_instance_uid",),
+    *STUDY_FINDINGS.schema,
+    pa.field("validated_at", _ts, nullable=False),
+)
+
+COORDINATOR_WORKLIST = _table(
+    "coordinator_worklist", "phi", ("accession_number",),
+    pa.field("priority_rank", _i32),
+    pa.field("programme", _s, nullable=False),
+    pa.field("patient_id", _s, nullable=False),
+    pa.field("accession_number", _s),
+    pa.field("study_date", pa.date32()),
+    pa.field("score", _f64),
+    pa.field("flag", pa.bool_(), nullable=False),
+    pa.field("model_name", _s, nullable=False),
+    pa.field("model_version", _s, nullable=False),
+)
+
+
+def conform(frame: pl.DataFrame, table: TableSchema) -> pa.Table:
+    """`frame` as an Arrow table with exactly the table's columns and types; raises on a mismatch."""
+    missing = [c for c in table.columns if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in table.columns]
+    if missing or extra:
+        raise ValueError(
+            f"{table.name}: columns do not match its schema (missing {missing}, unexpected {extra})"
+        )
+    arrow = frame.select(table.columns).to_arrow()
+    arrow = arrow.cast(table.schema)
+    for field in table.schema:
+        if not field.nullable and arrow.column(field.name).null_count:
+            raise ValueError(f"{table.name}: column {field.name!r} holds nulls but may not")
+    return arrow
+
+
+def empty_frame(table: TableSchema) -> pl.DataFrame:
+    """A frame with no rows and the table's columns and types."""
+    return pl.from_arrow(table.schema.empty_table())  # type: ignore[return-value]
+
+
+def write_parquet(frame: pl.DataFrame, table: TableSchema, path: Path) -> int:
+    """Write `frame` to `path` atomically (temp file, then rename) under the table's schema.
+
+    Returns the number of rows written. A re-run replaces the file whole, so nothing duplicates.
+    """
+    arrow = conform(frame, table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(arrow, tmp, compression="zstd", row_group_size=256_000)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return arrow.num_rows
+
+
+def read_parquet(table: TableSchema, path: Path) -> pl.DataFrame:
+    """Read a table written by `write_parquet`, checked against its schema."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{table.name} has not been written for this partition ({path.name} is missing); "
+            "materialise the upstream asset first"
+        )
+    frame = pl.read_parquet(path)
+    conform(frame, table)
+    return frame
