@@ -68,7 +68,7 @@ def ct_volume(
         # Slices are thicker than pixels are wide: the sphere spans fewer slices than pixels.
         sphere = ((zz - cz) * 2.0) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
         volume[sphere] = CT_NODULE_HU
-        labels = sphere.any(axis=(1, 2))
+        labels = np.asarray(sphere.any(axis=(1, 2)), dtype=bool)
 
     volume += rng.normal(0.0, 18.0, size=volume.shape).astype(np.float32)
     return CtVolume(hounsfield=np.clip(volume, -1024, 3071), slice_has_lesion=labels)
