@@ -19,17 +19,18 @@ _UID_ROOT = "2.25."
 _UID_MAX_LENGTH = 64
 
 
-def validate_pseudonym_key(value: str | None) -> bytes:
-    """The key as bytes; raises PseudonymKeyError saying how to set it when missing or short."""
+def validate_pseudonym_key(value: str | None, env_var: str = PSEUDONYM_KEY_ENV) -> bytes:
+    """The key as bytes; raises PseudonymKeyError saying how to set `env_var` when the key is
+    missing or short."""
     if value is None or value.strip() == "":
         raise PseudonymKeyError(
-            f"{PSEUDONYM_KEY_ENV} is not set. Set it to a random secret of at least "
-            f"{MIN_KEY_LENGTH} characters, e.g. `export {PSEUDONYM_KEY_ENV}=$(openssl rand -hex 32)`, "
+            f"{env_var} is not set. Set it to a random secret of at least "
+            f"{MIN_KEY_LENGTH} characters, e.g. `export {env_var}=$(openssl rand -hex 32)`, "
             "and keep it in the PHI zone's secret store: losing it breaks longitudinal linkage."
         )
     if len(value) < MIN_KEY_LENGTH:
         raise PseudonymKeyError(
-            f"{PSEUDONYM_KEY_ENV} has {len(value)} characters; it needs at least {MIN_KEY_LENGTH}. "
+            f"{env_var} has {len(value)} characters; it needs at least {MIN_KEY_LENGTH}. "
             f"Generate one with `openssl rand -hex 32`."
         )
     return value.encode("utf-8")

@@ -50,6 +50,16 @@ STUDY_INDEX = _table(
     pa.field("source_files", _i32, nullable=False),
 )
 
+SOURCE_FILES = _table(
+    "pacs_study_files", "phi", ("ref",),
+    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("ref", _s, nullable=False),
+    pa.field("study_instance_uid", _s),
+    pa.field("sop_instance_uid", _s),
+    pa.field("problem", _s),
+)
+
 LANDED_INSTANCES = _table(
     "raw_instances", "phi", ("ordinal",),
     pa.field("partition_date", pa.date32(), nullable=False),
@@ -61,11 +71,12 @@ LANDED_INSTANCES = _table(
     pa.field("sha256", _s, nullable=False),
     pa.field("study_instance_uid", _s),
     pa.field("sop_instance_uid", _s),
+    pa.field("problem", _s),
 )
 
 DEIDENTIFICATION_AUDIT = _table(
-    "deidentification_audit", "research", ("partition_date", "programme", "ordinal"),
-    pa.field("partition_date", pa.date32(), nullable=False),
+    "deidentification_audit", "research", ("batch_id", "ordinal"),
+    pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("ordinal", _i32, nullable=False),
     pa.field("outcome", _s, nullable=False),
@@ -91,7 +102,7 @@ VAULT_ENTRIES = _table(
 
 INSTANCE_CATALOG = _table(
     "instance_catalog", "research", ("sop_instance_uid",),
-    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("sop_instance_uid", _s, nullable=False),
     pa.field("series_instance_uid", _s, nullable=False),
@@ -122,7 +133,7 @@ INSTANCE_CATALOG = _table(
 
 SERIES_CATALOG = _table(
     "series_catalog", "research", ("series_instance_uid",),
-    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("series_instance_uid", _s, nullable=False),
     pa.field("study_instance_uid", _s, nullable=False),
@@ -137,7 +148,7 @@ SERIES_CATALOG = _table(
 
 STUDY_CATALOG = _table(
     "study_catalog", "research", ("study_instance_uid",),
-    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("study_instance_uid", _s, nullable=False),
     pa.field("patient_pseudonym", _s, nullable=False),
@@ -151,7 +162,7 @@ STUDY_CATALOG = _table(
 
 INSTANCE_PREDICTIONS = _table(
     "instance_predictions", "research", ("sop_instance_uid",),
-    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("sop_instance_uid", _s, nullable=False),
     pa.field("study_instance_uid", _s, nullable=False),
@@ -165,7 +176,7 @@ INSTANCE_PREDICTIONS = _table(
 
 STUDY_FINDINGS = _table(
     "study_findings", "research", ("study_instance_uid",),
-    pa.field("partition_date", pa.date32(), nullable=False),
+    pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("study_instance_uid", _s, nullable=False),
     pa.field("patient_pseudonym", _s, nullable=False),
@@ -217,9 +228,16 @@ def conform(frame: pl.DataFrame, table: TableSchema) -> pa.Table:
     return arrow
 
 
-def empty_frame(table: TableSchema) -> pl.DataFrame:
-    """A frame with no rows and the table's columns and types."""
-    return pl.from_arrow(table.schema.empty_table())  # type: ignore[return-value]
+def polars_schema(table: TableSchema) -> pl.Schema:
+    """The table's columns and types as a polars schema."""
+    empty = pl.from_arrow(table.schema.empty_table())
+    assert isinstance(empty, pl.DataFrame)
+    return empty.schema
+
+
+def frame_of(rows: list[dict[str, object]], table: TableSchema) -> pl.DataFrame:
+    """Rows (dicts by column name) as a frame with the table's columns and types."""
+    return pl.DataFrame(rows, schema=polars_schema(table), orient="row")
 
 
 def write_parquet(frame: pl.DataFrame, table: TableSchema, path: Path) -> int:

@@ -25,6 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from screenlake.errors import ConfigurationError
 from screenlake.synth.images import chest_radiograph, ct_stored_values, ct_volume
 from screenlake.synth.people import (
     BSN_ISSUER,
@@ -139,20 +140,20 @@ def generate_export(
 
 def _check_arguments(out: Path, studies: int, seed: int, days: int, labels_path: Path) -> None:
     if studies < 1:
-        raise ValueError(f"studies must be at least 1; got {studies}")
+        raise ConfigurationError(f"studies must be at least 1; got {studies}")
     if days < 1:
-        raise ValueError(f"days must be at least 1; got {days}")
+        raise ConfigurationError(f"days must be at least 1; got {days}")
     if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed}")
+        raise ConfigurationError(f"seed must be a non-negative integer; got {seed}")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"export folder {out} is a file; give a folder path")
+        raise ConfigurationError(f"export folder {out} is a file; give a folder path")
     if out.is_dir() and any(out.iterdir()):
-        raise ValueError(
+        raise ConfigurationError(
             f"export folder {out} is not empty; give an empty or new folder so that two "
             "exports are never mixed"
         )
     if labels_path.resolve().is_relative_to(out.resolve()):
-        raise ValueError(
+        raise ConfigurationError(
             f"labels file {labels_path} is inside the export folder {out}; ground truth must "
             "not travel with the export, write it elsewhere"
         )

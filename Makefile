@@ -1,0 +1,34 @@
+# screenlake: `make demo` runs the whole chain on synthetic data, `make test` runs the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+DAGSTER_HOME := $(CURDIR)/var/dagster
+DEMO_KEYS := $(CURDIR)/var/phi/keys
+
+.PHONY: install demo test ui clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/python -m orchestration.demo
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+# The UI on the demo's instance. Outside the demo, set the two keys in the environment.
+ui: $(INSTALLED)
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) \
+	SCREENLAKE_PSEUDONYM_KEY="$${SCREENLAKE_PSEUDONYM_KEY:-$$(cat $(DEMO_KEYS)/pseudonym.key 2>/dev/null)}" \
+	SCREENLAKE_VAULT_KEY="$${SCREENLAKE_VAULT_KEY:-$$(cat $(DEMO_KEYS)/vault.key 2>/dev/null)}" \
+	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf var

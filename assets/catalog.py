@@ -1,0 +1,83 @@
+"""Catalogue: de-identified headers -> instance, series and study tables in the lake."""
+
+# No `from __future__ import annotations`: Dagster reads the context and resource annotations.
+
+import dagster as dg
+import polars as pl
+
+from assets._shared import check_result, markdown_preview, read_batch_table, write_batch_table
+from assets.deidentify import deidentified_instances
+from orchestration.partitions import batch_of, screening_partitions
+from resources.lake import LakeDatabase
+from resources.secrets import PseudonymKey
+from resources.zones import ZoneStore
+from screenlake import catalog, quality
+from screenlake.tables import DEIDENTIFICATION_AUDIT, INSTANCE_CATALOG, SERIES_CATALOG, STUDY_CATALOG
+
+_common = dict(group_name="catalog", partitions_def=screening_partitions, kinds={"parquet", "duckdb"})
+
+
+@dg.asset(deps=[deidentified_instances], **_common)  # type: ignore[arg-type]
+def instance_catalog(
+    context: dg.AssetExecutionContext,
+    research_zone: ZoneStore,
+    lake: LakeDatabase,
+    pseudonym_key: PseudonymKey,
+) -> dg.MaterializeResult:
+    """One row per de-identified instance: UIDs, modality, geometry, device, file."""
+    batch, key = batch_of(context), pseudonym_key.key()
+    audit = read_batch_table(research_zone, DEIDENTIFICATION_AUDIT, batch, key)
+    paths = audit.filter(pl.col("outcome") == "deidentified")["research_path"].to_list()
+    frame = catalog.instance_catalog(
+        research_zone.path(), paths, batch.research_id(key), batch.programme
+    )
+    rows = write_batch_table(research_zone, lake, frame, INSTANCE_CATALOG, batch, key)
+    return dg.MaterializeResult(
+        metadata={
+            "instances": rows,
+            "studies": frame["study_instance_uid"].n_unique(),
+            "preview": markdown_preview(
+                frame.select("modality", "series_number", "rows", "columns", "manufacturer")
+            ),
+        }
+    )
+
+
+@dg.asset(deps=[instance_catalog], **_common)  # type: ignore[arg-type]
+def series_catalog(
+    context: dg.AssetExecutionContext,
+    research_zone: ZoneStore,
+    lake: LakeDatabase,
+    pseudonym_key: PseudonymKey,
+) -> dg.MaterializeResult:
+    """One row per series, rolled up from the instance catalogue."""
+    batch, key = batch_of(context), pseudonym_key.key()
+    frame = catalog.series_catalog(read_batch_table(research_zone, INSTANCE_CATALOG, batch, key))
+    rows = write_batch_table(research_zone, lake, frame, SERIES_CATALOG, batch, key)
+    return dg.MaterializeResult(metadata={"series": rows})
+
+
+@dg.asset(deps=[instance_catalog], **_common)  # type: ignore[arg-type]
+def study_catalog(
+    context: dg.AssetExecutionContext,
+    research_zone: ZoneStore,
+    lake: LakeDatabase,
+    pseudonym_key: PseudonymKey,
+) -> dg.MaterializeResult:
+    """One row per study, rolled up from the instance catalogue."""
+    batch, key = batch_of(context), pseudonym_key.key()
+    frame = catalog.study_catalog(read_batch_table(research_zone, INSTANCE_CATALOG, batch, key))
+    rows = write_batch_table(research_zone, lake, frame, STUDY_CATALOG, batch, key)
+    return dg.MaterializeResult(metadata={"studies": rows})
+
+
+@dg.asset_check(asset=instance_catalog, blocking=True, partitions_def=screening_partitions)
+def sop_instance_uid_unique(
+    context: dg.AssetCheckExecutionContext, research_zone: ZoneStore, pseudonym_key: PseudonymKey
+) -> dg.AssetCheckResult:
+    """Every catalogued SOPInstanceUID occurs once."""
+    batch, key = batch_of(context), pseudonym_key.key()
+    outcome = quality.values_unique(
+        read_batch_table(research_zone, INSTANCE_CATALOG, batch, key), "sop_instance_uid"
+    )
+    return check_result(outcome)

@@ -1,0 +1,65 @@
+"""Ingest: find the partition's studies in the source and land their files in the PHI zone."""
+
+# No `from __future__ import annotations`: Dagster reads the context and resource annotations.
+
+import dagster as dg
+
+from orchestration.partitions import batch_of, screening_partitions
+from resources.sources import StudySource
+from resources.zones import ZoneStore
+from screenlake import layout
+from screenlake.ingest import batch_files, land_files, source_files_of, study_index
+from screenlake.tables import LANDED_INSTANCES, SOURCE_FILES, STUDY_INDEX, read_parquet, write_parquet
+
+
+@dg.asset(
+    group_name="ingest",
+    partitions_def=screening_partitions,
+    kinds={"dicom", "parquet"},
+    pool="pacs",
+)
+def pacs_studies(
+    context: dg.AssetExecutionContext, source: StudySource, phi_zone: ZoneStore
+) -> dg.MaterializeResult:
+    """Studies the source holds for the day, routed to this programme by their headers (PHI)."""
+    batch = batch_of(context)
+    listing = source.list_day(batch.day)
+    studies = study_index(listing, batch)
+    files = batch_files(listing, batch)
+    write_parquet(studies, STUDY_INDEX, phi_zone.path(layout.study_index_path(batch)))
+    write_parquet(files, SOURCE_FILES, phi_zone.path(layout.source_files_path(batch)))
+    return dg.MaterializeResult(
+        metadata={
+            "studies": studies.height,
+            "files": files.height,
+            "files_unreadable_or_unrouted": files.filter(files["problem"].is_not_null()).height,
+            "files_in_source_for_day": listing.file_count,
+        }
+    )
+
+
+@dg.asset(
+    group_name="ingest",
+    partitions_def=screening_partitions,
+    deps=[pacs_studies],
+    kinds={"dicom", "parquet"},
+    pool="pacs",
+)
+def raw_instances(
+    context: dg.AssetExecutionContext, source: StudySource, phi_zone: ZoneStore
+) -> dg.MaterializeResult:
+    """The partition's files landed in the PHI zone by ordinal, with checksums and a manifest."""
+    batch = batch_of(context)
+    files = source_files_of(
+        read_parquet(SOURCE_FILES, phi_zone.path(layout.source_files_path(batch)))
+    )
+    manifest = land_files(files, batch, source.fetch, phi_zone.path(layout.raw_dir(batch)))
+    write_parquet(manifest, LANDED_INSTANCES, phi_zone.path(layout.raw_manifest_path(batch)))
+    size = int(manifest["size_bytes"].sum()) if manifest.height else 0
+    return dg.MaterializeResult(
+        metadata={
+            "files_landed": manifest.height,
+            "megabytes_landed": round(size / 1e6, 2),
+            "files_flagged_at_ingest": manifest.filter(manifest["problem"].is_not_null()).height,
+        }
+    )

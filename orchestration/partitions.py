@@ -1,0 +1,32 @@
+"""Partitions: study date (daily) x screening programme (static)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+
+from screenlake.layout import Batch
+from screenlake.programmes import PROGRAMME_NAMES
+
+FIRST_STUDY_DATE = "2024-01-01"
+
+study_dates = dg.DailyPartitionsDefinition(start_date=FIRST_STUDY_DATE)
+programmes = dg.StaticPartitionsDefinition(list(PROGRAMME_NAMES))
+screening_partitions = dg.MultiPartitionsDefinition({"date": study_dates, "programme": programmes})
+
+
+def batch_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Batch:
+    """The batch (day and programme) of the partition a run is materialising."""
+    key = context.partition_key
+    if isinstance(key, dg.MultiPartitionKey):
+        keys = key.keys_by_dimension
+    else:
+        # The string form orders dimensions by name: "date|programme".
+        keys = dict(zip(("date", "programme"), key.split("|"), strict=True))
+    return Batch(day=date.fromisoformat(keys["date"]), programme=keys["programme"])
+
+
+def partition_key(day: date, programme: str) -> dg.MultiPartitionKey:
+    """The partition key of one day's studies of one programme."""
+    return dg.MultiPartitionKey({"date": day.isoformat(), "programme": programme})

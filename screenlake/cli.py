@@ -1,0 +1,158 @@
+"""The `screenlake` command: the same functions the assets call, for people and scripts.
+
+Nothing here prints an identifier: counts, pseudonymous names and folder names only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path, PurePosixPath
+
+from screenlake.errors import ScreenlakeError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from screenlake.synth.export import generate_export
+
+    labels = args.labels or args.out.with_name(args.out.name + "-labels.csv")
+    summary = generate_export(
+        args.out,
+        studies=args.studies,
+        seed=args.seed,
+        labels_path=labels,
+        start_date=args.start_date,
+        days=args.days,
+    )
+    print(
+        f"synthetic export: {summary.studies} studies of {summary.patients} patients, "
+        f"{summary.instances} DICOM files and {summary.bad_files} bad files over "
+        f"{len(summary.days)} days in {args.out}; labels in {summary.labels_path}"
+    )
+    return EXIT_OK
+
+
+def _empty_or_absent(folder: Path, what: str) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        raise ScreenlakeError(f"the {what} folder is not empty; give an empty or new folder")
+
+
+def _deidentify(args: argparse.Namespace) -> int:
+    from screenlake.deid.batch import LandedFile, deidentify_batch
+    from screenlake.deid.profile import load_default_profile, load_profile
+    from screenlake.keys import PSEUDONYM_KEY_ENV, validate_pseudonym_key
+
+    key = validate_pseudonym_key(os.environ.get(PSEUDONYM_KEY_ENV))
+    if not args.input.is_dir():
+        raise ScreenlakeError("the input folder does not exist or is not a folder")
+    _empty_or_absent(args.output, "output")
+    _empty_or_absent(args.quarantine, "quarantine")
+    profile = load_profile(args.profile) if args.profile else load_default_profile()
+    inputs = sorted(p for p in args.input.rglob("*") if p.is_file())
+    files = [LandedFile(i, path, None) for i, path in enumerate(inputs, start=1)]
+    result = deidentify_batch(
+        files,
+        key=key,
+        profile=profile,
+        batch_id="cli",
+        programme="",
+        output_dir=args.output,
+        output_prefix=PurePosixPath("."),
+        quarantine_dir=args.quarantine,
+        workers=args.workers or (os.cpu_count() or 1),
+    )
+    print(
+        f"{len(files)} files in: {result.deidentified} de-identified, "
+        f"{result.quarantined} quarantined (profile {profile.version})"
+    )
+    for reason, count in sorted(result.quarantine_reasons.items()):
+        print(f"  quarantined, {reason}: {count}")
+    return EXIT_OK
+
+
+def _query(args: argparse.Namespace) -> int:
+    import duckdb
+    import polars as pl
+
+    from screenlake.lake import query, refresh_views
+
+    research = args.research_zone
+    database = research / "lake.duckdb"
+    if not (research / "lake").is_dir():
+        raise ScreenlakeError(
+            "the research zone has no lake yet; run `make demo` or materialise the catalogue first"
+        )
+    with duckdb.connect(str(database)) as con:
+        refresh_views(con, (research / "lake").resolve())
+        frame = query(con, args.sql)
+    with pl.Config(tbl_rows=args.limit, tbl_cols=-1, fmt_str_lengths=64, tbl_width_chars=200):
+        print(frame)
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from screenlake.verify import index_originals, scan_files
+
+    originals = sorted((args.phi_zone / "raw").rglob("*.dcm"))
+    research_files = sorted((args.research_zone / "dicom").rglob("*.dcm"))
+    index = index_originals(originals)
+    root = args.research_zone
+    findings = scan_files(((f, f.relative_to(root).as_posix()) for f in research_files), index)
+    print(f"{len(research_files)} research-zone files scanned against {len(originals)} originals")
+    for finding in findings:
+        print(f"  {finding.kind}: {finding.file} [{finding.element}]")
+    print("no identifiers found" if not findings else f"{len(findings)} identifiers found")
+    return EXIT_OK if not findings else EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="screenlake", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="write a synthetic PACS export with fake PHI")
+    synth.add_argument("--out", type=Path, required=True, help="new or empty folder")
+    synth.add_argument("--studies", type=int, default=16)
+    synth.add_argument("--seed", type=int, default=7)
+    synth.add_argument("--labels", type=Path, help="ground-truth CSV (default: beside --out)")
+    synth.add_argument("--start-date", type=date.fromisoformat, default=date(2024, 3, 11))
+    synth.add_argument("--days", type=int, default=2)
+    synth.set_defaults(run=_synth)
+
+    deid = commands.add_parser("deidentify", help="de-identify every file under a folder")
+    deid.add_argument("input", type=Path)
+    deid.add_argument("--output", type=Path, required=True)
+    deid.add_argument("--quarantine", type=Path, required=True)
+    deid.add_argument("--profile", type=Path, help="profile file (default: the shipped profile)")
+    deid.add_argument("--workers", type=int, default=0, help="processes (default: every core)")
+    deid.set_defaults(run=_deidentify)
+
+    sql = commands.add_parser("query", help="run SQL on the lake and print the result")
+    sql.add_argument("sql")
+    sql.add_argument("--research-zone", type=Path, default=Path("var/research"))
+    sql.add_argument("--limit", type=int, default=50, help="rows to print")
+    sql.set_defaults(run=_query)
+
+    verify = commands.add_parser("verify", help="scan the research zone for residual identifiers")
+    verify.add_argument("--phi-zone", type=Path, default=Path("var/phi"))
+    verify.add_argument("--research-zone", type=Path, default=Path("var/research"))
+    verify.set_defaults(run=_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; domain errors print their message and exit non-zero."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ScreenlakeError as error:
+        print(f"screenlake {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Finding a day's studies in an export drop, routing them to programmes, and landing their files.
+
+Everything here handles identifying data and runs in the PHI zone. Files that cannot be read or
+routed are not dropped: they travel as `SourceFile`s with a `problem` and end in quarantine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path, PurePosixPath
+
+import polars as pl
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from screenlake.fsutil import fresh_staging_folder, swap_in_folder
+from screenlake.layout import Batch
+from screenlake.programmes import PROGRAMME_NAMES, route_study
+from screenlake.tables import LANDED_INSTANCES, SOURCE_FILES, STUDY_INDEX, frame_of
+
+_ROUTING_TAGS = [
+    "StudyInstanceUID",
+    "SOPInstanceUID",
+    "PatientID",
+    "AccessionNumber",
+    "StudyDate",
+    "Modality",
+    "BodyPartExamined",
+]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file offered by a source. `ref` locates it in the source and may hold names: PHI."""
+
+    ref: str
+    study_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class FoundStudy:
+    """A study in a source, with the identifying header values that route it."""
+
+    study_instance_uid: str
+    patient_id: str | None
+    accession_number: str | None
+    study_date: date | None
+    modality: str | None
+    body_part: str | None
+    programme: str | None
+    files: tuple[SourceFile, ...]
+
+
+@dataclass(frozen=True)
+class DayListing:
+    """Every file a source holds for one day: routed studies and the files no study claims."""
+
+    day: date
+    studies: tuple[FoundStudy, ...]
+    orphans: tuple[SourceFile, ...]
+
+    def batch_studies(self, programme: str) -> tuple[FoundStudy, ...]:
+        """The studies routed to `programme`."""
+        return tuple(s for s in self.studies if s.programme == programme)
+
+    def batch_orphans(self, programme: str) -> tuple[SourceFile, ...]:
+        """Unclaimed files: the day's first programme takes them, so each is counted once."""
+        return self.orphans if programme == PROGRAMME_NAMES[0] else ()
+
+    @property
+    def file_count(self) -> int:
+        """All files of the day, claimed or not."""
+        return sum(len(s.files) for s in self.studies) + len(self.orphans)
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or str(value).strip() == "":
+        return None
+    return str(value).strip()
+
+
+def _dicom_date(value: str | None) -> date | None:
+    if value is None or len(value) < 8 or not value[:8].isdigit():
+        return None
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Header:
+    file: SourceFile
+    patient_id: str | None = None
+    accession_number: str | None = None
+    study_date: date | None = None
+    modality: str | None = None
+    body_part: str | None = None
+
+
+def read_routing_header(path: Path, ref: str) -> _Header:
+    """The routing attributes of one file, read without its pixels; unreadable files carry why."""
+    if path.stat().st_size == 0:
+        return _Header(SourceFile(ref, problem="empty file (0 bytes)"))
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_ROUTING_TAGS)
+    except InvalidDicomError:
+        return _Header(SourceFile(ref, problem="not a DICOM file (no DICM prefix or file meta)"))
+    except (EOFError, OSError, ValueError, KeyError, TypeError) as error:
+        return _Header(SourceFile(ref, problem=f"unreadable DICOM header: {type(error).__name__}"))
+    study_uid = _text(ds, "StudyInstanceUID")
+    problem = None if study_uid else "no StudyInstanceUID in the header"
+    return _Header(
+        file=SourceFile(ref, study_uid, _text(ds, "SOPInstanceUID"), problem),
+        patient_id=_text(ds, "PatientID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_date=_dicom_date(_text(ds, "StudyDate")),
+        modality=_text(ds, "Modality"),
+        body_part=_text(ds, "BodyPartExamined"),
+    )
+
+
+def _claims_by_folder(headers: Iterable[_Header]) -> dict[PurePosixPath, str | None]:
+    """Which study each folder belongs to; None where two studies share it."""
+    claims: dict[PurePosixPath, str | None] = {}
+    for header in headers:
+        uid = header.file.study_instance_uid
+        if uid is None or header.file.problem:
+            continue
+        for folder in PurePosixPath(header.file.ref).parents:
+            if folder == PurePosixPath("."):
+                break
+            if folder in claims and claims[folder] != uid:
+                claims[folder] = None
+            else:
+                claims.setdefault(folder, uid)
+    return claims
+
+
+def _owning_study(ref: str, claims: dict[PurePosixPath, str | None]) -> str | None:
+    for folder in PurePosixPath(ref).parents:
+        if folder in claims:
+            return claims[folder]
+    return None
+
+
+def list_day(day: date, headers: list[_Header]) -> DayListing:
+    """Group a day's file headers into studies, route each study, and collect the orphans.
+
+    A file whose header cannot be read joins the study whose folder holds it (a truncated
+    slice inside a series folder belongs to that study); one in no study's folder is an orphan.
+    """
+    claims = _claims_by_folder(headers)
+    by_study: dict[str, list[_Header]] = defaultdict(list)
+    orphans: list[SourceFile] = []
+    for header in headers:
+        uid = header.file.study_instance_uid if not header.file.problem else None
+        uid = uid or _owning_study(header.file.ref, claims)
+        if uid is None:
+            orphans.append(header.file)
+        else:
+            by_study[uid].append(header)
+
+    studies: list[FoundStudy] = []
+    for uid, members in sorted(by_study.items()):
+        readable = [h for h in members if not h.file.problem] or members
+        first = readable[0]
+        modality, body_part = first.modality or "", first.body_part or ""
+        programme = route_study(modality, body_part)
+        files = tuple(sorted((h.file for h in members), key=lambda f: f.ref))
+        if programme is None:
+            reason = (
+                f"no screening programme takes this study (modality {modality or 'missing'}, "
+                f"body part {body_part or 'missing'})"
+            )
+            orphans.extend(f if f.problem else replace(f, problem=reason) for f in files)
+            continue
+        studies.append(
+            FoundStudy(
+                study_instance_uid=uid,
+                patient_id=first.patient_id,
+                accession_number=first.accession_number,
+                study_date=first.study_date,
+                modality=first.modality,
+                body_part=first.body_part,
+                programme=programme,
+                files=files,
+            )
+        )
+    return DayListing(day=day, studies=tuple(studies), orphans=tuple(sorted(orphans, key=lambda f: f.ref)))
+
+
+def scan_drop_day(day_dir: Path, day: date) -> DayListing:
+    """List one day folder of an export drop; an absent folder is a day without studies."""
+    if not day_dir.exists():
+        return DayListing(day=day, studies=(), orphans=())
+    if not day_dir.is_dir():
+        raise NotADirectoryError(f"the export drop's day entry {day.isoformat()} is not a folder")
+    # References are relative to the drop's root, so that the drop alone can fetch them.
+    headers = [
+        read_routing_header(path, path.relative_to(day_dir.parent).as_posix())
+        for path in sorted(p for p in day_dir.rglob("*") if p.is_file())
+    ]
+    return list_day(day, headers)
+
+
+def study_index(listing: DayListing, batch: Batch) -> pl.DataFrame:
+    """The batch's studies as a `pacs_studies` table (PHI)."""
+    rows = [
+        {
+            "partition_date": batch.day,
+            "programme": batch.programme,
+            "study_instance_uid": s.study_instance_uid,
+            "patient_id": s.patient_id,
+            "accession_number": s.accession_number,
+            "study_date": s.study_date,
+            "modality": s.modality,
+            "source_files": len(s.files),
+        }
+        for s in listing.batch_studies(batch.programme)
+    ]
+    return frame_of(rows, STUDY_INDEX)
+
+
+def batch_files(listing: DayListing, batch: Batch) -> pl.DataFrame:
+    """Every file the batch must land: its studies' files and the unclaimed files it takes."""
+    files = [f for s in listing.batch_studies(batch.programme) for f in s.files]
+    files.extend(listing.batch_orphans(batch.programme))
+    rows = [
+        {
+            "partition_date": batch.day,
+            "programme": batch.programme,
+            "ref": f.ref,
+            "study_instance_uid": f.study_instance_uid,
+            "sop_instance_uid": f.sop_instance_uid,
+            "problem": f.problem,
+        }
+        for f in files
+    ]
+    return frame_of(rows, SOURCE_FILES)
+
+
+def source_files_of(frame: pl.DataFrame) -> list[SourceFile]:
+    """`SourceFile`s back from a `batch_files` table."""
+    return [
+        SourceFile(r["ref"], r["study_instance_uid"], r["sop_instance_uid"], r["problem"])
+        for r in frame.iter_rows(named=True)
+    ]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def land_files(
+    files: Iterable[SourceFile],
+    batch: Batch,
+    fetch: Callable[[SourceFile, Path], None],
+    raw_dir: Path,
+) -> pl.DataFrame:
+    """Copy the batch's files into `raw_dir` as <ordinal>.dcm and return their manifest.
+
+    The folder is rebuilt beside the old one and swapped in whole, so a re-run replaces the
+    batch's landed files and never mixes two runs' files.
+    """
+    staging = fresh_staging_folder(raw_dir)
+    rows = []
+    for ordinal, file in enumerate(files, start=1):
+        name = f"{ordinal:06d}.dcm"
+        target = staging / name
+        fetch(file, target)
+        rows.append(
+            {
+                "partition_date": batch.day,
+                "programme": batch.programme,
+                "ordinal": ordinal,
+                "source_path": file.ref,
+                "landed_path": name,
+                "size_bytes": target.stat().st_size,
+                "sha256": sha256_of(target),
+                "study_instance_uid": file.study_instance_uid,
+                "sop_instance_uid": file.sop_instance_uid,
+                "problem": file.problem,
+            }
+        )
+    swap_in_folder(staging, raw_dir)
+    return frame_of(rows, LANDED_INSTANCES)

@@ -1,0 +1,91 @@
+"""The lake's DuckDB views: one base view per research table over its Parquet files, and the
+analysts' views defined in `sql/views/*.sql`.
+
+Base views glob the table's folder relative to DuckDB's `file_search_path`, set to the lake's
+root on every connection, so the database file stays valid wherever the lake is mounted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from screenlake.tables import (
+    DEIDENTIFICATION_AUDIT,
+    INSTANCE_CATALOG,
+    INSTANCE_PREDICTIONS,
+    SERIES_CATALOG,
+    STUDY_CATALOG,
+    STUDY_FINDINGS,
+    VALIDATED_FINDINGS,
+    TableSchema,
+)
+
+LAKE_TABLES: tuple[TableSchema, ...] = (
+    DEIDENTIFICATION_AUDIT,
+    INSTANCE_CATALOG,
+    SERIES_CATALOG,
+    STUDY_CATALOG,
+    INSTANCE_PREDICTIONS,
+    STUDY_FINDINGS,
+    VALIDATED_FINDINGS,
+)
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+
+
+def use_lake(con: duckdb.DuckDBPyConnection, lake_root: Path) -> None:
+    """Point a connection's relative Parquet paths at `lake_root`."""
+    con.execute("SET file_search_path = ?", [str(lake_root)])
+
+
+def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    kinds = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchall()
+    for (kind,) in kinds:
+        # Identifiers cannot be bound as parameters; `name` comes from the schemas in code.
+        con.execute(f'DROP {"VIEW" if kind == "VIEW" else "TABLE"} "{name}"')
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, lake_root: Path, sql_dir: Path = SQL_DIR) -> list[str]:
+    """(Re)create every base view and analyst view; returns the names created.
+
+    A table with no Parquet file yet becomes an empty table of the right types, so that the
+    analyst views over it still bind.
+    """
+    use_lake(con, lake_root)
+    created = []
+    for table in LAKE_TABLES:
+        _drop_relation(con, table.name)
+        if any((lake_root / table.name).glob("*/*.parquet")):
+            con.execute(
+                f'CREATE VIEW "{table.name}" AS SELECT * FROM read_parquet('
+                f"'{table.name}/*/*.parquet', hive_partitioning = false, union_by_name = true)"
+            )
+        else:
+            empty = table.schema.empty_table()
+            con.register("_screenlake_empty", empty)
+            con.execute(f'CREATE TABLE "{table.name}" AS SELECT * FROM _screenlake_empty')
+            con.unregister("_screenlake_empty")
+        created.append(table.name)
+    for path in sorted((sql_dir / "views").glob("*.sql")):
+        con.execute(path.read_text(encoding="utf-8"))
+        created.append(path.stem)
+    return created
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | None = None) -> pl.DataFrame:
+    """Run one SQL statement with bound parameters and return its rows."""
+    frame = pl.from_arrow(con.sql(sql, params=parameters or None).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def load_sql(name: str, sql_dir: Path = SQL_DIR) -> str:
+    """The text of `sql/<name>.sql`, for queries run with bound parameters."""
+    path = sql_dir / f"{name}.sql"
+    if not path.exists():
+        raise FileNotFoundError(f"no SQL file {name}.sql in {sql_dir.name}/")
+    return path.read_text(encoding="utf-8")

@@ -1,0 +1,100 @@
+"""Where each thing lives inside the two zones, as paths relative to the zone's root.
+
+PHI-zone paths may name the real study date: that zone is restricted. Research-zone paths name
+a batch by a keyed token instead, because a real study date beside a shifted one would reveal
+the patient's date shift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import PurePosixPath
+
+from screenlake.keys import keyed_token
+from screenlake.tables import TableSchema
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One partition's work: the day's studies of one programme."""
+
+    day: date
+    programme: str
+
+    @property
+    def phi_prefix(self) -> PurePosixPath:
+        """Folder of this batch under a PHI-zone area."""
+        return PurePosixPath(f"date={self.day.isoformat()}", f"programme={self.programme}")
+
+    def research_id(self, key: bytes) -> str:
+        """The batch's name in the research zone: a keyed token, not the date."""
+        return "B" + keyed_token(key, "batch", f"{self.day.isoformat()}|{self.programme}", 15)
+
+    def research_prefix(self, key: bytes) -> PurePosixPath:
+        """Folder of this batch under a research-zone area."""
+        return PurePosixPath(f"programme={self.programme}", f"batch={self.research_id(key)}")
+
+
+# PHI zone
+def study_index_path(batch: Batch) -> PurePosixPath:
+    """The studies found for the batch, with their identifying header values."""
+    return PurePosixPath("ingest") / batch.phi_prefix / "studies.parquet"
+
+
+def source_files_path(batch: Batch) -> PurePosixPath:
+    """Every file the batch must land, with where the source holds it."""
+    return PurePosixPath("ingest") / batch.phi_prefix / "files.parquet"
+
+
+def raw_dir(batch: Batch) -> PurePosixPath:
+    """Landed files of the batch, named by ordinal."""
+    return PurePosixPath("raw") / batch.phi_prefix
+
+
+def raw_manifest_path(batch: Batch) -> PurePosixPath:
+    """Manifest of the landed files: source, checksum, size, UIDs."""
+    return raw_dir(batch) / "manifest.parquet"
+
+
+def quarantine_dir(batch: Batch) -> PurePosixPath:
+    """Quarantined originals of the batch, each with a reason file beside it."""
+    return PurePosixPath("quarantine") / batch.phi_prefix
+
+
+def vault_path(batch: Batch) -> PurePosixPath:
+    """The batch's encrypted re-identification map."""
+    return PurePosixPath("vault") / batch.phi_prefix / "vault.parquet.enc"
+
+
+def worklist_path(batch: Batch, suffix: str = "csv") -> PurePosixPath:
+    """The coordinators' worklist for one programme and day."""
+    return PurePosixPath("worklists") / batch.programme / f"{batch.day.isoformat()}.{suffix}"
+
+
+REIDENTIFICATION_LOG = PurePosixPath("audit") / "reidentifications.csv"
+DEMO_PSEUDONYM_KEY = PurePosixPath("keys") / "pseudonym.key"
+DEMO_VAULT_KEY = PurePosixPath("keys") / "vault.key"
+DEMO_LABELS = PurePosixPath("labels") / "ground_truth.csv"
+
+
+# Research zone
+LAKE_DIR = PurePosixPath("lake")
+LAKE_DATABASE = PurePosixPath("lake.duckdb")
+
+
+def research_dicom_dir(batch: Batch, key: bytes) -> PurePosixPath:
+    """De-identified files of the batch: <study>/<series>/<instance>.dcm by pseudonymous UIDs."""
+    return PurePosixPath("dicom") / batch.research_prefix(key)
+
+
+def lake_table_path(table: TableSchema, batch: Batch, key: bytes) -> PurePosixPath:
+    """One batch's Parquet file of a lake table."""
+    if table.zone != "research":
+        raise ValueError(f"{table.name} belongs to the {table.zone} zone, not the lake")
+    return (
+        LAKE_DIR
+        / table.name
+        / f"programme={batch.programme}"
+        / f"{batch.research_id(key)}.parquet"
+    )

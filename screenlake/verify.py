@@ -1,0 +1,195 @@
+"""The residual-PHI scan: search de-identified files for the originals' identifying values.
+
+The identifying values come from the landed originals in the PHI zone; the scan reads every
+element at every depth of each research-zone file, its file meta and its path. A finding names
+the file and the element and what kind of value was found, never the value itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+
+# Attributes whose original values must never reach the research zone.
+IDENTIFYING_KEYWORDS: dict[str, str] = {
+    "PatientName": "patient name",
+    "PatientID": "patient ID",
+    "PatientBirthDate": "birth date",
+    "PatientAddress": "address",
+    "PatientTelephoneNumbers": "phone number",
+    "AccessionNumber": "accession number",
+    "StudyInstanceUID": "original UID",
+    "SeriesInstanceUID": "original UID",
+    "SOPInstanceUID": "original UID",
+    "FrameOfReferenceUID": "original UID",
+    "ReferringPhysicianName": "staff name",
+    "PerformingPhysicianName": "staff name",
+    "OperatorsName": "staff name",
+    "RequestingPhysician": "staff name",
+    "InstitutionName": "institution",
+    "InstitutionAddress": "address",
+    "StationName": "device identity",
+    "DeviceSerialNumber": "device identity",
+}
+_MIN_TOKEN = 3
+# Name particles and words too common to signal a name on their own.
+_COMMON_TOKENS = {"van", "der", "den", "de", "het", "ten", "ter", "the", "and"}
+_TOKEN_SPLIT = re.compile(r"[^0-9A-Za-zÀ-ÿ]+")
+_UID = re.compile(r"[0-9]+(?:\.[0-9]+)+")
+# Patterns stand alone: a digit run inside a hexadecimal pseudonym is no phone number.
+_NINE_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{9}(?![0-9A-Za-z])")
+_DUTCH_PHONE = re.compile(r"(?<![0-9A-Za-z+])(?:\+31|0031|0)[1-9](?:[ -]?\d){8}(?![0-9A-Za-z])")
+_DUTCH_POSTCODE = re.compile(r"\b[1-9]\d{3} ?(?!SA|SD|SS)[A-Z]{2}\b")
+
+
+def is_valid_bsn(value: str) -> bool:
+    """True when `value` is nine digits that pass the Dutch BSN 11-test."""
+    if len(value) != 9 or not value.isdigit():
+        return False
+    weights = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+    return sum(int(d) * w for d, w in zip(value, weights, strict=True)) % 11 == 0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One identifier found: where (file, element path) and what kind, never the value."""
+
+    file: str
+    element: str
+    kind: str
+
+
+def _tokens(text: str) -> set[str]:
+    return {
+        t.lower()
+        for t in _TOKEN_SPLIT.split(text)
+        if len(t) >= _MIN_TOKEN and t.lower() not in _COMMON_TOKENS
+    }
+
+
+def _string_values(element: DataElement) -> Iterator[str]:
+    if element.VR in ("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        return
+    value = element.value
+    if value is None:
+        return
+    items = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
+    for item in items:
+        text = str(item)
+        if text:
+            yield text
+
+
+@dataclass
+class IdentifierIndex:
+    """Identifying tokens of a set of originals, each with the kind of value it came from."""
+
+    tokens: dict[str, str]
+    exact: dict[str, str]
+    uids: set[str]
+
+    @classmethod
+    def empty(cls) -> IdentifierIndex:
+        """An index that knows no identifiers yet."""
+        return cls(tokens={}, exact={}, uids=set())
+
+    def add(self, kind: str, text: str) -> None:
+        """Remember one identifying value."""
+        text = text.strip()
+        if not text:
+            return
+        if _UID.fullmatch(text):
+            # UIDs share their roots: only a whole original UID is a hit.
+            self.uids.add(text)
+            return
+        self.exact[text.lower()] = kind
+        for token in _tokens(text.replace("^", " ")):
+            # Short all-digit tokens (house numbers, days) would match everywhere.
+            if token.isdigit() and len(token) < 6:
+                continue
+            self.tokens.setdefault(token, kind)
+
+    def match(self, text: str) -> str | None:
+        """The kind of identifier `text` holds, or None."""
+        lowered = text.strip().lower()
+        if lowered in self.exact:
+            return self.exact[lowered]
+        if any(uid in self.uids for uid in _UID.findall(text)):
+            return "original UID"
+        for token in _tokens(text.replace("^", " ")):
+            if token in self.tokens:
+                return self.tokens[token]
+        return None
+
+
+def index_originals(paths: Iterable[Path]) -> IdentifierIndex:
+    """Collect the identifying values of the originals at `paths` (unreadable files skipped)."""
+    index = IdentifierIndex.empty()
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError):
+            continue
+        for element in _walk(ds):
+            kind = IDENTIFYING_KEYWORDS.get(element.keyword or "")
+            if kind is None:
+                continue
+            for text in _string_values(element):
+                index.add(kind, text)
+    return index
+
+
+def _walk(ds: pydicom.Dataset) -> Iterator[DataElement]:
+    yield from ds.file_meta if hasattr(ds, "file_meta") else ()
+    yield from ds.iterall()
+
+
+def _pattern_kind(text: str) -> str | None:
+    for candidate in _NINE_DIGITS.findall(text):
+        if is_valid_bsn(candidate):
+            return "BSN pattern"
+    if _DUTCH_PHONE.search(text):
+        return "phone number pattern"
+    if _DUTCH_POSTCODE.search(text):
+        return "postcode pattern"
+    return None
+
+
+def _element_path(element: DataElement) -> str:
+    return f"{element.keyword or 'private'} {element.tag}"
+
+
+def scan_file(path: Path, label: str, index: IdentifierIndex) -> list[Finding]:
+    """Findings in one de-identified file and its name; `label` names it in the findings."""
+    findings = [
+        Finding(label, "file path", kind)
+        for part in Path(label).parts
+        if (kind := index.match(Path(part).stem) or _pattern_kind(part))
+    ]
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    for element in _walk(ds):
+        if element.VR in ("DA", "DT", "TM") and element.keyword != "PatientBirthDate":
+            # Shifted dates are all eight digits: only an original birth date is a hit.
+            for text in _string_values(element):
+                if index.exact.get(text.strip().lower()) == "birth date":
+                    findings.append(Finding(label, _element_path(element), "birth date"))
+            continue
+        for text in _string_values(element):
+            # UIDs are matched whole against the originals; their digit runs are no patterns.
+            kind = index.match(text) or (None if element.VR == "UI" else _pattern_kind(text))
+            if kind:
+                findings.append(Finding(label, _element_path(element), kind))
+                break
+    return findings
+
+
+def scan_files(files: Iterable[tuple[Path, str]], index: IdentifierIndex) -> list[Finding]:
+    """Findings over (path, label) pairs of de-identified files."""
+    return [finding for path, label in files for finding in scan_file(path, label, index)]

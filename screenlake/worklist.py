@@ -1,0 +1,58 @@
+"""The coordinators' worklist: flagged studies re-identified through the vault, by priority.
+
+It names real patients so that they can be recalled, so it is written to the PHI zone only.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from screenlake.errors import VaultError
+from screenlake.tables import COORDINATOR_WORKLIST, conform
+
+
+def coordinator_worklist(findings: pl.DataFrame, vault: pl.DataFrame) -> pl.DataFrame:
+    """Flagged findings joined to the vault, ordered by priority; raises if a study is unknown."""
+    flagged = findings.filter(pl.col("flag").fill_null(False))
+    joined = flagged.join(
+        vault.select("study_instance_uid", "patient_id", "accession_number", "original_study_date"),
+        on="study_instance_uid",
+        how="left",
+    )
+    unknown = joined.filter(pl.col("patient_id").is_null()).height
+    if unknown:
+        raise VaultError(
+            f"{unknown} flagged studies have no vault entry; re-materialise pseudonym_vault for "
+            "this partition with the same pseudonym key"
+        )
+    frame = joined.sort("priority_rank").select(
+        "priority_rank",
+        "programme",
+        "patient_id",
+        "accession_number",
+        pl.col("original_study_date").alias("study_date"),
+        "score",
+        "flag",
+        "model_name",
+        "model_version",
+    )
+    return pl.from_arrow(conform(frame, COORDINATOR_WORKLIST))  # type: ignore[return-value]
+
+
+def write_worklist_csv(worklist: pl.DataFrame, path: Path) -> None:
+    """Write the worklist as CSV atomically, scores rounded for reading."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(worklist.columns)
+        for row in worklist.iter_rows():
+            writer.writerow(
+                [f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v) for v in row]
+            )
+    os.replace(tmp, path)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from orchestration.definitions import defs
+
+ASSETS = {
+    "pacs_studies", "raw_instances", "deidentified_instances", "pseudonym_vault",
+    "instance_catalog", "series_catalog", "study_catalog", "instance_predictions",
+    "study_findings", "validated_findings", "coordinator_worklist",
+}
+CHECKS = {
+    ("deidentified_instances", "every_landed_file_accounted_for"),
+    ("deidentified_instances", "no_identifiers_in_research_zone"),
+    ("instance_catalog", "sop_instance_uid_unique"),
+    ("instance_predictions", "scores_in_unit_interval"),
+    ("instance_predictions", "every_instance_has_prediction"),
+    ("study_findings", "study_scores_in_unit_interval"),
+}
+GROUPS = {
+    "pacs_studies": "ingest", "raw_instances": "ingest",
+    "deidentified_instances": "deidentify", "pseudonym_vault": "deidentify",
+    "instance_catalog": "catalog", "instance_predictions": "infer",
+    "validated_findings": "validate", "coordinator_worklist": "publish",
+}
+
+
+def test_definitions_list_every_asset_check_job_schedule_and_sensor() -> None:
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert checks == CHECKS
+    for check in graph.asset_check_keys:
+        assert graph.get_check_spec(check).blocking, check
+    assert defs.resolve_job_def("screening_pipeline") is not None
+    assert defs.resolve_schedule_def("nightly_screening").cron_schedule == "0 2 * * *"
+    assert defs.resolve_sensor_def("export_drop_sensor") is not None
+
+
+def test_assets_sit_in_their_pipeline_groups_with_kinds_and_descriptions() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        if name in GROUPS:
+            assert node.group_name == GROUPS[name]
+        assert node.kinds, name
+        assert node.description, name
+        assert node.partitions_def is not None, name
+    lineage = graph.get(next(k for k in graph.get_all_asset_keys() if k.to_user_string() == "coordinator_worklist"))
+    assert {p.to_user_string() for p in lineage.parent_keys} == {"validated_findings", "pseudonym_vault"}
+
+
+def test_the_code_location_loads_without_torch_or_great_expectations() -> None:
+    probe = textwrap.dedent(
+        """
+        import sys
+        import orchestration.definitions
+        heavy = sorted(m for m in ("torch", "great_expectations") if m in sys.modules)
+        print(",".join(heavy))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

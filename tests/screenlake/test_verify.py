@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+
+from screenlake.verify import index_originals, is_valid_bsn, scan_file
+from tests.dicom_factory import ct_slice, write
+
+
+def test_bsn_eleven_test() -> None:
+    assert is_valid_bsn("111222333")
+    assert not is_valid_bsn("111222334")
+    assert not is_valid_bsn("11122233")
+    assert not is_valid_bsn("11122233a")
+
+
+def _clean_copy(original: pydicom.Dataset) -> pydicom.Dataset:
+    ds = ct_slice(patient_id="SL0123456789ABCDEF", patient_name="SL0123456789ABCDEF",
+                  accession="A0123456789ABCDE", study_date="20231103")
+    ds.PatientBirthDate = ""
+    ds.PatientSex, ds.PatientAge = original.PatientSex, original.PatientAge
+    return ds
+
+
+def test_a_clean_file_has_no_findings(tmp_path: Path) -> None:
+    original = ct_slice()
+    index = index_originals([write(original, tmp_path / "raw" / "1.dcm")])
+    clean = write(_clean_copy(original), tmp_path / "research" / "x.dcm")
+    assert scan_file(clean, "research/x.dcm", index) == []
+
+
+def test_each_leak_is_found_by_element_without_its_value(tmp_path: Path) -> None:
+    original = ct_slice(patient_name="Bakker^Willemijn", accession="2000000042")
+    original.PatientAddress = "Kerkstraat 12, 3511 AB Utrecht"
+    index = index_originals([write(original, tmp_path / "raw" / "1.dcm")])
+
+    leaky = _clean_copy(original)
+    leaky.ImageComments = "patient willemijn cooperative"
+    leaky.StudyID = "2000000042"
+    leaky.PatientBirthDate = "19580312"
+    item = pydicom.Dataset()
+    item.ReferencedSOPInstanceUID = original.SOPInstanceUID
+    nested = pydicom.Dataset()
+    nested.ReferencedImageSequence = [item]
+    leaky.SourceImageSequence = [nested]
+    leaky.DerivationDescription = "requested by 0612345678"
+    path = write(leaky, tmp_path / "research" / "x.dcm")
+
+    findings = scan_file(path, "research/x.dcm", index)
+    by_element = {f.element.split(" ")[0]: f.kind for f in findings}
+    assert by_element["ImageComments"] == "patient name"
+    assert by_element["StudyID"] == "accession number"
+    assert by_element["PatientBirthDate"] == "birth date"
+    assert by_element["ReferencedSOPInstanceUID"] == "original UID"
+    assert by_element["DerivationDescription"] == "phone number pattern"
+    for finding in findings:
+        assert "Willemijn" not in str(finding) and "2000000042" not in str(finding)
+
+
+def test_a_name_in_a_file_path_is_found(tmp_path: Path) -> None:
+    original = ct_slice(patient_name="Bakker^Willemijn")
+    index = index_originals([write(original, tmp_path / "raw" / "1.dcm")])
+    path = write(_clean_copy(original), tmp_path / "research" / "BAKKER" / "x.dcm")
+    findings = scan_file(path, "research/BAKKER/x.dcm", index)
+    assert [(f.element, f.kind) for f in findings] == [("file path", "patient name")]
+
+
+def test_unreadable_originals_are_skipped_when_indexing(tmp_path: Path) -> None:
+    (tmp_path / "bad.dcm").write_bytes(b"not dicom")
+    index = index_originals([tmp_path / "bad.dcm", write(ct_slice(), tmp_path / "ok.dcm")])
+    assert "7654321" in index.tokens
