@@ -28,7 +28,9 @@ def write_batch_table(
     key: bytes,
 ) -> int:
     """Replace one batch's rows of a lake table and refresh the lake's views; returns rows."""
-    rows = write_parquet(frame, table, research_zone.path(layout.lake_table_path(table, batch, key)))
+    rows = write_parquet(
+        frame, table, research_zone.path(layout.lake_table_path(table, batch, key))
+    )
     lake.refresh_views()
     return rows
 
@@ -39,7 +41,10 @@ def markdown_preview(frame: pl.DataFrame, rows: int = 5) -> dg.MetadataValue:
     lines = [
         "| " + " | ".join(head.columns) + " |",
         "|" + "---|" * len(head.columns),
-        *("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in head.iter_rows()),
+        *(
+            "| " + " | ".join("" if v is None else str(v) for v in row) + " |"
+            for row in head.iter_rows()
+        ),
     ]
     return dg.MetadataValue.md("\n".join(lines))
 

@@ -12,12 +12,20 @@ from resources.lake import LakeDatabase
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
 from screenlake import catalog, quality
-from screenlake.tables import DEIDENTIFICATION_AUDIT, INSTANCE_CATALOG, SERIES_CATALOG, STUDY_CATALOG
+from screenlake.tables import (
+    DEIDENTIFICATION_AUDIT,
+    INSTANCE_CATALOG,
+    SERIES_CATALOG,
+    STUDY_CATALOG,
+)
 
-_common = dict(group_name="catalog", partitions_def=screening_partitions, kinds={"parquet", "duckdb"})
 
-
-@dg.asset(deps=[deidentified_instances], **_common)  # type: ignore[arg-type]
+@dg.asset(
+    deps=[deidentified_instances],
+    group_name="catalog",
+    partitions_def=screening_partitions,
+    kinds={"parquet", "duckdb"},
+)
 def instance_catalog(
     context: dg.AssetExecutionContext,
     research_zone: ZoneStore,
@@ -43,7 +51,12 @@ def instance_catalog(
     )
 
 
-@dg.asset(deps=[instance_catalog], **_common)  # type: ignore[arg-type]
+@dg.asset(
+    deps=[instance_catalog],
+    group_name="catalog",
+    partitions_def=screening_partitions,
+    kinds={"parquet", "duckdb"},
+)
 def series_catalog(
     context: dg.AssetExecutionContext,
     research_zone: ZoneStore,
@@ -57,7 +70,12 @@ def series_catalog(
     return dg.MaterializeResult(metadata={"series": rows})
 
 
-@dg.asset(deps=[instance_catalog], **_common)  # type: ignore[arg-type]
+@dg.asset(
+    deps=[instance_catalog],
+    group_name="catalog",
+    partitions_def=screening_partitions,
+    kinds={"parquet", "duckdb"},
+)
 def study_catalog(
     context: dg.AssetExecutionContext,
     research_zone: ZoneStore,

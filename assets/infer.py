@@ -31,15 +31,16 @@ def _registered_models_version() -> str:
 
 
 MODELS_VERSION = _registered_models_version()
-_common = dict(
+
+
+@dg.asset(
+    deps=[instance_catalog],
+    pool="gpu",
     group_name="infer",
     partitions_def=screening_partitions,
     kinds={"pytorch", "parquet"},
     code_version=MODELS_VERSION,
 )
-
-
-@dg.asset(deps=[instance_catalog], pool="gpu", **_common)  # type: ignore[arg-type]
 def instance_predictions(
     context: dg.AssetExecutionContext,
     research_zone: ZoneStore,
@@ -77,7 +78,13 @@ def instance_predictions(
     )
 
 
-@dg.asset(deps=[instance_predictions, study_catalog], **_common)  # type: ignore[arg-type]
+@dg.asset(
+    deps=[instance_predictions, study_catalog],
+    group_name="infer",
+    partitions_def=screening_partitions,
+    kinds={"pytorch", "parquet"},
+    code_version=MODELS_VERSION,
+)
 def study_findings(
     context: dg.AssetExecutionContext,
     research_zone: ZoneStore,
@@ -109,7 +116,9 @@ def study_findings(
             "studies_unscored": frame.filter(frame["score"].is_null()).height,
             "threshold": manifest.threshold,
             "preview": markdown_preview(
-                frame.sort("priority_rank").select("priority_rank", "score", "flag", "instances_scored")
+                frame.sort("priority_rank").select(
+                    "priority_rank", "score", "flag", "instances_scored"
+                )
             ),
         }
     )

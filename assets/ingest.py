@@ -9,7 +9,13 @@ from resources.sources import StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.ingest import batch_files, land_files, source_files_of, study_index
-from screenlake.tables import LANDED_INSTANCES, SOURCE_FILES, STUDY_INDEX, read_parquet, write_parquet
+from screenlake.tables import (
+    LANDED_INSTANCES,
+    SOURCE_FILES,
+    STUDY_INDEX,
+    read_parquet,
+    write_parquet,
+)
 
 
 @dg.asset(

@@ -15,7 +15,12 @@ from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
 from screenlake import quality
 from screenlake.errors import ScreenlakeError
-from screenlake.tables import INSTANCE_CATALOG, INSTANCE_PREDICTIONS, STUDY_FINDINGS, VALIDATED_FINDINGS
+from screenlake.tables import (
+    INSTANCE_CATALOG,
+    INSTANCE_PREDICTIONS,
+    STUDY_FINDINGS,
+    VALIDATED_FINDINGS,
+)
 
 
 class PublicationBlocked(ScreenlakeError):

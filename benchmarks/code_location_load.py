@@ -20,9 +20,13 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", PROBE], check=True)
         seconds.append(time.perf_counter() - started)
-    print(f"code location load over {runs} fresh interpreters: "
-          f"median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s")
-    print(f"load_median_s={statistics.median(seconds):.3f} load_max_s={max(seconds):.3f} runs={runs}")
+    print(
+        f"code location load over {runs} fresh interpreters: "
+        f"median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s"
+    )
+    print(
+        f"load_median_s={statistics.median(seconds):.3f} load_max_s={max(seconds):.3f} runs={runs}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from orchestration.partitions import partition_key, screening_partitions, study_dates
+from orchestration.partitions import partition_key, study_dates
 from resources.sources import StudySource
 from screenlake.programmes import PROGRAMME_NAMES
 
@@ -28,7 +28,9 @@ def nightly_screening(context: dg.ScheduleEvaluationContext) -> list[dg.RunReque
     """At 02:00, every programme's partition for yesterday's studies."""
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
     return [
-        dg.RunRequest(run_key=f"{yesterday.isoformat()}|{p}", partition_key=partition_key(yesterday, p))
+        dg.RunRequest(
+            run_key=f"{yesterday.isoformat()}|{p}", partition_key=partition_key(yesterday, p)
+        )
         for p in PROGRAMME_NAMES
     ]
 

@@ -36,7 +36,9 @@ def _demo_secret(env_var: str, path: Path, make: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(make + "\n", encoding="ascii")
         path.chmod(0o600)
-        print(f"created a random {env_var} for the demo in the PHI zone: {path.relative_to(PROJECT_ROOT)}")
+        print(
+            f"created a random {env_var} for the demo in the PHI zone: {path.relative_to(PROJECT_ROOT)}"
+        )
     os.environ[env_var] = path.read_text(encoding="ascii").strip()
 
 
@@ -98,11 +100,17 @@ def _summary() -> None:
     worklists = sorted((PHI / "worklists").rglob("*.csv"))
     quarantined = audit.filter(pl.col("outcome") == "quarantined")
     print("\nscreenlake demo summary")
-    print(f"  studies in:                {studies.height} (programmes: {', '.join(PROGRAMME_NAMES)})")
+    print(
+        f"  studies in:                {studies.height} (programmes: {', '.join(PROGRAMME_NAMES)})"
+    )
     print(f"  files landed:              {landed.height}")
-    print(f"  instances de-identified:   {audit.filter(pl.col('outcome') == 'deidentified').height}")
+    print(
+        f"  instances de-identified:   {audit.filter(pl.col('outcome') == 'deidentified').height}"
+    )
     print(f"  files quarantined:         {quarantined.height}")
-    for reason, count in quarantined.group_by(pl.col("reason").str.split(":").list.first()).len().rows():
+    for reason, count in (
+        quarantined.group_by(pl.col("reason").str.split(":").list.first()).len().rows()
+    ):
         print(f"      {count} x {reason}")
     flagged = findings.filter(pl.col("flag").fill_null(False)).height if findings.height else 0
     print(f"  studies scored:            {findings.height}")

@@ -38,7 +38,9 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
     research_root = Path(_setting(settings, "SCREENLAKE_RESEARCH_ZONE", var / "research"))
     return {
         "source": ExportDropSource(root=_setting(settings, "SCREENLAKE_DROP", var / "drop")),
-        "phi_zone": ZoneStore(name="PHI", root=_setting(settings, "SCREENLAKE_PHI_ZONE", var / "phi")),
+        "phi_zone": ZoneStore(
+            name="PHI", root=_setting(settings, "SCREENLAKE_PHI_ZONE", var / "phi")
+        ),
         "research_zone": ZoneStore(name="research", root=str(research_root)),
         "pseudonym_key": PseudonymKey(),
         "vault_key": VaultKey(),

@@ -18,7 +18,9 @@ class DeidentificationSettings(dg.ConfigurableResource):
 
     def profile(self) -> Profile:
         """The configured profile, or the shipped default when none is configured."""
-        return load_profile(Path(self.profile_path)) if self.profile_path else load_default_profile()
+        return (
+            load_profile(Path(self.profile_path)) if self.profile_path else load_default_profile()
+        )
 
     def worker_count(self) -> int:
         """Processes to use: the configured number, or every core when 0."""

@@ -54,7 +54,9 @@ def _slice_position(ds: pydicom.Dataset) -> float | None:
     return sum(float(p) * n for p, n in zip(position, normal, strict=True))
 
 
-def instance_row(path: Path, research_path: str, batch_id: str, programme: str) -> dict[str, object]:
+def instance_row(
+    path: Path, research_path: str, batch_id: str, programme: str
+) -> dict[str, object]:
     """The catalogue row of one de-identified file."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     spacing = ds.get("PixelSpacing")
@@ -94,7 +96,8 @@ def instance_catalog(
 ) -> pl.DataFrame:
     """Catalogue rows for the de-identified files at `research_paths` under `research_root`."""
     rows = [
-        instance_row(research_root / rel, rel, batch_id, programme) for rel in sorted(research_paths)
+        instance_row(research_root / rel, rel, batch_id, programme)
+        for rel in sorted(research_paths)
     ]
     return frame_of(rows, INSTANCE_CATALOG)
 

@@ -194,7 +194,9 @@ def list_day(day: date, headers: list[_Header]) -> DayListing:
                 files=files,
             )
         )
-    return DayListing(day=day, studies=tuple(studies), orphans=tuple(sorted(orphans, key=lambda f: f.ref)))
+    return DayListing(
+        day=day, studies=tuple(studies), orphans=tuple(sorted(orphans, key=lambda f: f.ref))
+    )
 
 
 def scan_drop_day(day_dir: Path, day: date) -> DayListing:

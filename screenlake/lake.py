@@ -49,7 +49,9 @@ def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute(f'DROP {"VIEW" if kind == "VIEW" else "TABLE"} "{name}"')
 
 
-def refresh_views(con: duckdb.DuckDBPyConnection, lake_root: Path, sql_dir: Path = SQL_DIR) -> list[str]:
+def refresh_views(
+    con: duckdb.DuckDBPyConnection, lake_root: Path, sql_dir: Path = SQL_DIR
+) -> list[str]:
     """(Re)create every base view and analyst view; returns the names created.
 
     A table with no Parquet file yet becomes an empty table of the right types, so that the
@@ -76,7 +78,9 @@ def refresh_views(con: duckdb.DuckDBPyConnection, lake_root: Path, sql_dir: Path
     return created
 
 
-def query(con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | None = None) -> pl.DataFrame:
+def query(
+    con: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | None = None
+) -> pl.DataFrame:
     """Run one SQL statement with bound parameters and return its rows."""
     frame = pl.from_arrow(con.sql(sql, params=parameters or None).to_arrow_table())
     assert isinstance(frame, pl.DataFrame)

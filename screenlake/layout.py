@@ -93,8 +93,5 @@ def lake_table_path(table: TableSchema, batch: Batch, key: bytes) -> PurePosixPa
     if table.zone != "research":
         raise ValueError(f"{table.name} belongs to the {table.zone} zone, not the lake")
     return (
-        LAKE_DIR
-        / table.name
-        / f"programme={batch.programme}"
-        / f"{batch.research_id(key)}.parquet"
+        LAKE_DIR / table.name / f"programme={batch.programme}" / f"{batch.research_id(key)}.parquet"
     )

@@ -73,8 +73,12 @@ def scores_in_unit_interval(frame: pl.DataFrame, key: str) -> RuleOutcome:
         if passed
         else f"{bad.height} of {scored} scores outside [0, 1]"
     )
-    return RuleOutcome(passed, summary, {"scored": scored, "outside": bad.height},
-                       _examples(bad.select(key, "score")))
+    return RuleOutcome(
+        passed,
+        summary,
+        {"scored": scored, "outside": bad.height},
+        _examples(bad.select(key, "score")),
+    )
 
 
 def every_instance_has_prediction(catalog: pl.DataFrame, predictions: pl.DataFrame) -> RuleOutcome:

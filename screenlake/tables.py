@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,9 @@ _s, _i32, _i64, _f64 = pa.string(), pa.int32(), pa.int64(), pa.float64()
 _ts = pa.timestamp("us", tz="UTC")
 
 STUDY_INDEX = _table(
-    "pacs_studies", "phi", ("study_instance_uid",),
+    "pacs_studies",
+    "phi",
+    ("study_instance_uid",),
     pa.field("partition_date", pa.date32(), nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("study_instance_uid", _s, nullable=False),
@@ -51,7 +54,9 @@ STUDY_INDEX = _table(
 )
 
 SOURCE_FILES = _table(
-    "pacs_study_files", "phi", ("ref",),
+    "pacs_study_files",
+    "phi",
+    ("ref",),
     pa.field("partition_date", pa.date32(), nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("ref", _s, nullable=False),
@@ -61,7 +66,9 @@ SOURCE_FILES = _table(
 )
 
 LANDED_INSTANCES = _table(
-    "raw_instances", "phi", ("ordinal",),
+    "raw_instances",
+    "phi",
+    ("ordinal",),
     pa.field("partition_date", pa.date32(), nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("ordinal", _i32, nullable=False),
@@ -75,7 +82,9 @@ LANDED_INSTANCES = _table(
 )
 
 DEIDENTIFICATION_AUDIT = _table(
-    "deidentification_audit", "research", ("batch_id", "ordinal"),
+    "deidentification_audit",
+    "research",
+    ("batch_id", "ordinal"),
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("ordinal", _i32, nullable=False),
@@ -89,7 +98,9 @@ DEIDENTIFICATION_AUDIT = _table(
 )
 
 VAULT_ENTRIES = _table(
-    "pseudonym_vault", "phi", ("study_instance_uid",),
+    "pseudonym_vault",
+    "phi",
+    ("study_instance_uid",),
     pa.field("patient_pseudonym", _s, nullable=False),
     pa.field("study_instance_uid", _s, nullable=False),
     pa.field("accession_pseudonym", _s),
@@ -101,7 +112,9 @@ VAULT_ENTRIES = _table(
 )
 
 INSTANCE_CATALOG = _table(
-    "instance_catalog", "research", ("sop_instance_uid",),
+    "instance_catalog",
+    "research",
+    ("sop_instance_uid",),
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("sop_instance_uid", _s, nullable=False),
@@ -132,7 +145,9 @@ INSTANCE_CATALOG = _table(
 )
 
 SERIES_CATALOG = _table(
-    "series_catalog", "research", ("series_instance_uid",),
+    "series_catalog",
+    "research",
+    ("series_instance_uid",),
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("series_instance_uid", _s, nullable=False),
@@ -147,7 +162,9 @@ SERIES_CATALOG = _table(
 )
 
 STUDY_CATALOG = _table(
-    "study_catalog", "research", ("study_instance_uid",),
+    "study_catalog",
+    "research",
+    ("study_instance_uid",),
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("study_instance_uid", _s, nullable=False),
@@ -161,7 +178,9 @@ STUDY_CATALOG = _table(
 )
 
 INSTANCE_PREDICTIONS = _table(
-    "instance_predictions", "research", ("sop_instance_uid",),
+    "instance_predictions",
+    "research",
+    ("sop_instance_uid",),
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("sop_instance_uid", _s, nullable=False),
@@ -175,7 +194,9 @@ INSTANCE_PREDICTIONS = _table(
 )
 
 STUDY_FINDINGS = _table(
-    "study_findings", "research", ("study_instance_uid",),
+    "study_findings",
+    "research",
+    ("study_instance_uid",),
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("study_instance_uid", _s, nullable=False),
@@ -193,13 +214,17 @@ STUDY_FINDINGS = _table(
 )
 
 VALIDATED_FINDINGS = _table(
-    "validated_findings", "research", ("study_instance_uid",),
+    "validated_findings",
+    "research",
+    ("study_instance_uid",),
     *STUDY_FINDINGS.schema,
     pa.field("validated_at", _ts, nullable=False),
 )
 
 COORDINATOR_WORKLIST = _table(
-    "coordinator_worklist", "phi", ("accession_number",),
+    "coordinator_worklist",
+    "phi",
+    ("accession_number",),
     pa.field("priority_rank", _i32),
     pa.field("programme", _s, nullable=False),
     pa.field("patient_id", _s, nullable=False),
@@ -235,9 +260,9 @@ def polars_schema(table: TableSchema) -> pl.Schema:
     return empty.schema
 
 
-def frame_of(rows: list[dict[str, object]], table: TableSchema) -> pl.DataFrame:
+def frame_of(rows: Sequence[Mapping[str, object]], table: TableSchema) -> pl.DataFrame:
     """Rows (dicts by column name) as a frame with the table's columns and types."""
-    return pl.DataFrame(rows, schema=polars_schema(table), orient="row")
+    return pl.DataFrame(list(rows), schema=polars_schema(table), orient="row")
 
 
 def write_parquet(frame: pl.DataFrame, table: TableSchema, path: Path) -> int:

@@ -131,7 +131,9 @@ def deidentify_batch(
             placed[result.sop_uid] = result.ordinal
             research_path = str(output_prefix / relative)
         else:
-            quarantine_file(by_ordinal[result.ordinal].path, result.ordinal, reason, quarantine_staging)
+            quarantine_file(
+                by_ordinal[result.ordinal].path, result.ordinal, reason, quarantine_staging
+            )
             reasons[reason.split(":")[0]] += 1
         rows.append(
             {

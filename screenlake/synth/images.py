@@ -61,7 +61,9 @@ def ct_volume(
         radius = rng.uniform(2.5, 5.0) * size / 128
         cz = rng.integers(slices // 4, 3 * slices // 4)
         side = left if rng.random() < 0.5 else right
-        ys, xs = np.nonzero(side & ~_ellipse(size, size, size / 2, size / 2, body_ry, body_rx * 0.15))
+        ys, xs = np.nonzero(
+            side & ~_ellipse(size, size, size / 2, size / 2, body_ry, body_rx * 0.15)
+        )
         pick = rng.integers(len(ys))
         cy, cx = float(ys[pick]), float(xs[pick])
         zz, yy, xx = np.ogrid[:slices, :size, :size]

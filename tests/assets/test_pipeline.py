@@ -91,7 +91,9 @@ def test_every_input_file_is_deidentified_or_quarantined(
     assert audit.height == on_disk == synthetic_export.instances + synthetic_export.bad_files
     deidentified = audit.filter(pl.col("outcome") == "deidentified")
     assert deidentified.height == synthetic_export.instances
-    assert sum(1 for _ in (pipeline.research / "dicom").rglob("*.dcm")) == synthetic_export.instances
+    assert (
+        sum(1 for _ in (pipeline.research / "dicom").rglob("*.dcm")) == synthetic_export.instances
+    )
 
 
 def test_quarantine_holds_the_bad_files_with_reasons(
@@ -145,7 +147,9 @@ def test_catalogue_predictions_and_findings_line_up(pipeline: PipelineRun) -> No
     assert findings["weights_sha256"].str.len_chars().min() == 64
 
 
-def test_worklist_rows_match_flagged_studies(pipeline: PipelineRun, synthetic_export: Export) -> None:
+def test_worklist_rows_match_flagged_studies(
+    pipeline: PipelineRun, synthetic_export: Export
+) -> None:
     findings = _lake(pipeline, "validated_findings")
     flagged = findings.filter(pl.col("flag").fill_null(False))
     rows = []

@@ -7,9 +7,17 @@ import textwrap
 from orchestration.definitions import defs
 
 ASSETS = {
-    "pacs_studies", "raw_instances", "deidentified_instances", "pseudonym_vault",
-    "instance_catalog", "series_catalog", "study_catalog", "instance_predictions",
-    "study_findings", "validated_findings", "coordinator_worklist",
+    "pacs_studies",
+    "raw_instances",
+    "deidentified_instances",
+    "pseudonym_vault",
+    "instance_catalog",
+    "series_catalog",
+    "study_catalog",
+    "instance_predictions",
+    "study_findings",
+    "validated_findings",
+    "coordinator_worklist",
 }
 CHECKS = {
     ("deidentified_instances", "every_landed_file_accounted_for"),
@@ -20,10 +28,14 @@ CHECKS = {
     ("study_findings", "study_scores_in_unit_interval"),
 }
 GROUPS = {
-    "pacs_studies": "ingest", "raw_instances": "ingest",
-    "deidentified_instances": "deidentify", "pseudonym_vault": "deidentify",
-    "instance_catalog": "catalog", "instance_predictions": "infer",
-    "validated_findings": "validate", "coordinator_worklist": "publish",
+    "pacs_studies": "ingest",
+    "raw_instances": "ingest",
+    "deidentified_instances": "deidentify",
+    "pseudonym_vault": "deidentify",
+    "instance_catalog": "catalog",
+    "instance_predictions": "infer",
+    "validated_findings": "validate",
+    "coordinator_worklist": "publish",
 }
 
 
@@ -49,8 +61,13 @@ def test_assets_sit_in_their_pipeline_groups_with_kinds_and_descriptions() -> No
         assert node.kinds, name
         assert node.description, name
         assert node.partitions_def is not None, name
-    lineage = graph.get(next(k for k in graph.get_all_asset_keys() if k.to_user_string() == "coordinator_worklist"))
-    assert {p.to_user_string() for p in lineage.parent_keys} == {"validated_findings", "pseudonym_vault"}
+    lineage = graph.get(
+        next(k for k in graph.get_all_asset_keys() if k.to_user_string() == "coordinator_worklist")
+    )
+    assert {p.to_user_string() for p in lineage.parent_keys} == {
+        "validated_findings",
+        "pseudonym_vault",
+    }
 
 
 def test_the_code_location_loads_without_torch_or_great_expectations() -> None:

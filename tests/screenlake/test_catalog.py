@@ -12,8 +12,14 @@ def _research_files(root: Path) -> list[str]:
     paths = []
     for study, slices in (("2.25.1", 3), ("2.25.2", 2)):
         for i in range(slices):
-            ds = ct_slice(patient_id="SLAAAA", study_uid=study, series_uid=study + "1",
-                          sop_uid=f"{study}9{i}", z=-2.5 * i, study_date="20231103")
+            ds = ct_slice(
+                patient_id="SLAAAA",
+                study_uid=study,
+                series_uid=study + "1",
+                sop_uid=f"{study}9{i}",
+                z=-2.5 * i,
+                study_date="20231103",
+            )
             rel = f"dicom/{study}/{ds.SOPInstanceUID}.dcm"
             write(ds, root / rel)
             paths.append(rel)

@@ -20,30 +20,68 @@ def export(tmp_path: Path) -> Path:
 
 
 def test_deidentify_without_a_key_says_how_to_set_it(
-    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("SCREENLAKE_PSEUDONYM_KEY", raising=False)
-    code = main(["deidentify", str(export), "--output", str(tmp_path / "o"), "--quarantine", str(tmp_path / "q")])
+    code = main(
+        [
+            "deidentify",
+            str(export),
+            "--output",
+            str(tmp_path / "o"),
+            "--quarantine",
+            str(tmp_path / "q"),
+        ]
+    )
     assert code == 2
     assert "SCREENLAKE_PSEUDONYM_KEY is not set" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
 def test_deidentify_with_a_short_key_refuses(
-    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("SCREENLAKE_PSEUDONYM_KEY", "too-short")
-    code = main(["deidentify", str(export), "--output", str(tmp_path / "o"), "--quarantine", str(tmp_path / "q")])
+    code = main(
+        [
+            "deidentify",
+            str(export),
+            "--output",
+            str(tmp_path / "o"),
+            "--quarantine",
+            str(tmp_path / "q"),
+        ]
+    )
     assert code == 2
     assert "needs at least 32" in capsys.readouterr().err
 
 
 def test_deidentify_prints_counts_only_and_accounts_for_every_file(
-    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("SCREENLAKE_PSEUDONYM_KEY", TEST_PSEUDONYM_KEY)
     out, quarantine = tmp_path / "o", tmp_path / "q"
-    code = main(["deidentify", str(export), "--output", str(out), "--quarantine", str(quarantine), "--workers", "1"])
+    code = main(
+        [
+            "deidentify",
+            str(export),
+            "--output",
+            str(out),
+            "--quarantine",
+            str(quarantine),
+            "--workers",
+            "1",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "4 files in: 3 de-identified, 1 quarantined" in printed
@@ -55,23 +93,39 @@ def test_deidentify_prints_counts_only_and_accounts_for_every_file(
 
 
 def test_deidentify_refuses_a_non_empty_output(
-    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("SCREENLAKE_PSEUDONYM_KEY", TEST_PSEUDONYM_KEY)
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "keep.txt").write_text("x")
-    code = main(["deidentify", str(export), "--output", str(tmp_path / "o"), "--quarantine", str(tmp_path / "q")])
+    code = main(
+        [
+            "deidentify",
+            str(export),
+            "--output",
+            str(tmp_path / "o"),
+            "--quarantine",
+            str(tmp_path / "q"),
+        ]
+    )
     assert code == 2
     assert (tmp_path / "o" / "keep.txt").exists()
 
 
-def test_query_without_a_lake_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_query_without_a_lake_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["query", "SELECT 1", "--research-zone", str(tmp_path)])
     assert code == 2
     assert "no lake yet" in capsys.readouterr().err
 
 
-def test_synth_writes_an_export_and_refuses_to_mix_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_writes_an_export_and_refuses_to_mix_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["synth", "--out", str(tmp_path / "drop"), "--studies", "2", "--seed", "3"]) == 0
     assert "2 studies" in capsys.readouterr().out
     assert (tmp_path / "drop-labels.csv").exists()

@@ -28,9 +28,16 @@ def day_dir(tmp_path: Path) -> Path:
     day = tmp_path / "drop" / "20240312"
     study = "1.2.826.0.1.3680043.8.498.11"
     for i in range(3):
-        write(ct_slice(study_uid=study, z=float(i)), day / "JANSEN_P_7654321" / "ACC1" / "1_CT" / f"IM{i}.dcm")
-    mr = ct_slice(study_uid="1.2.826.0.1.3680043.8.498.12", modality="MR", body_part="HEAD",
-                  patient_id="1234567")
+        write(
+            ct_slice(study_uid=study, z=float(i)),
+            day / "JANSEN_P_7654321" / "ACC1" / "1_CT" / f"IM{i}.dcm",
+        )
+    mr = ct_slice(
+        study_uid="1.2.826.0.1.3680043.8.498.12",
+        modality="MR",
+        body_part="HEAD",
+        patient_id="1234567",
+    )
     write(mr, day / "DEVRIES_A_1234567" / "ACC2" / "1_MR" / "IM0.dcm")
     (day / "JANSEN_P_7654321" / "ACC1" / "1_CT" / "IM9.dcm").write_bytes(b"")
     (day / "JANSEN_P_7654321" / "ACC1" / "notes.txt").write_text("not dicom")
@@ -45,7 +52,9 @@ def test_studies_are_routed_and_bad_files_follow_their_folder(day_dir: Path) -> 
     refs = {f.ref.split("/")[-1]: f for f in lung[0].files}
     assert set(refs) == {"IM0.dcm", "IM1.dcm", "IM2.dcm", "IM9.dcm", "notes.txt"}
     assert refs["IM9.dcm"].problem == "empty file (0 bytes)"
-    assert refs["notes.txt"].problem is not None and refs["notes.txt"].problem.startswith("not a DICOM")
+    assert refs["notes.txt"].problem is not None and refs["notes.txt"].problem.startswith(
+        "not a DICOM"
+    )
     assert all(f.ref.startswith("20240312/") for f in lung[0].files)
     assert listing.file_count == 7
 
@@ -67,7 +76,11 @@ def test_study_index_holds_the_routing_header(day_dir: Path) -> None:
     listing = scan_drop_day(day_dir, DAY)
     index = study_index(listing, Batch(DAY, "lung_ldct"))
     row = index.row(0, named=True)
-    assert (row["patient_id"], row["accession_number"], row["modality"]) == ("7654321", "1000000001", "CT")
+    assert (row["patient_id"], row["accession_number"], row["modality"]) == (
+        "7654321",
+        "1000000001",
+        "CT",
+    )
     assert row["study_date"] == date(2024, 3, 12) and row["source_files"] == 5
 
 

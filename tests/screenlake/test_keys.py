@@ -9,7 +9,9 @@ from screenlake.errors import PseudonymKeyError
 
 
 def test_missing_key_says_how_to_set_it() -> None:
-    with pytest.raises(PseudonymKeyError, match="SCREENLAKE_PSEUDONYM_KEY is not set.*openssl rand"):
+    with pytest.raises(
+        PseudonymKeyError, match="SCREENLAKE_PSEUDONYM_KEY is not set.*openssl rand"
+    ):
         keys.validate_pseudonym_key(None)
     with pytest.raises(PseudonymKeyError, match="is not set"):
         keys.validate_pseudonym_key("   ")

@@ -22,16 +22,21 @@ def test_views_bind_on_an_empty_lake_and_see_new_parquet(tmp_path: Path) -> None
     audit = tmp_path / "lake" / "deidentification_audit" / "programme=cxr_tb"
     audit.mkdir(parents=True)
     pl.DataFrame(
-        {"programme": ["cxr_tb"] * 3, "batch_id": ["B1"] * 3,
-         "outcome": ["deidentified", "deidentified", "quarantined"],
-         "reason": [None, None, "empty file (0 bytes)"]}
+        {
+            "programme": ["cxr_tb"] * 3,
+            "batch_id": ["B1"] * 3,
+            "outcome": ["deidentified", "deidentified", "quarantined"],
+            "reason": [None, None, "empty file (0 bytes)"],
+        }
     ).write_parquet(audit / "B1.parquet")
     with duckdb.connect(str(database)) as con:
         refresh_views(con, lake)
     # A fresh connection only needs the lake's root to read the stored views.
     with duckdb.connect(str(database)) as con:
         use_lake(con, lake)
-        reasons = query(con, "SELECT reason, files FROM quarantine_reasons WHERE programme = ?", ["cxr_tb"])
+        reasons = query(
+            con, "SELECT reason, files FROM quarantine_reasons WHERE programme = ?", ["cxr_tb"]
+        )
     assert reasons.rows() == [("empty file (0 bytes)", 1)]
 
 

@@ -15,12 +15,17 @@ def test_accounted_for_holds_when_every_landed_file_has_one_outcome() -> None:
     )
     assert outcome.passed
     assert outcome.counts == {
-        "landed": 3, "deidentified": 2, "quarantined": 1, "ordinals_with_two_outcomes": 0
+        "landed": 3,
+        "deidentified": 2,
+        "quarantined": 1,
+        "ordinals_with_two_outcomes": 0,
     }
 
 
 def test_accounted_for_fails_on_a_lost_file_and_on_a_file_counted_twice() -> None:
-    lost = quality.every_landed_file_accounted_for(3, _audit([(1, "deidentified"), (2, "quarantined")]))
+    lost = quality.every_landed_file_accounted_for(
+        3, _audit([(1, "deidentified"), (2, "quarantined")])
+    )
     assert not lost.passed and "1 unaccounted" in lost.summary
     twice = quality.every_landed_file_accounted_for(
         2, _audit([(1, "deidentified"), (1, "quarantined")])
@@ -51,16 +56,25 @@ def test_scores_in_unit_interval_accepts_bounds_and_nulls_and_refuses_nan_and_ou
 def _predictions(rows: list[tuple[str, str, float | None, str | None]]) -> pl.DataFrame:
     return pl.DataFrame(
         rows,
-        schema={"sop_instance_uid": pl.String, "status": pl.String, "score": pl.Float64,
-                "failure_reason": pl.String},
+        schema={
+            "sop_instance_uid": pl.String,
+            "status": pl.String,
+            "score": pl.Float64,
+            "failure_reason": pl.String,
+        },
         orient="row",
     )
 
 
 def test_every_instance_has_prediction_counts_scores_and_failures() -> None:
     catalog = pl.DataFrame({"sop_instance_uid": ["1", "2", "3"]})
-    predictions = _predictions([("1", "ok", 0.2, None), ("2", "ok", 0.9, None),
-                                ("3", "failed", None, "pixels do not decode")])
+    predictions = _predictions(
+        [
+            ("1", "ok", 0.2, None),
+            ("2", "ok", 0.9, None),
+            ("3", "failed", None, "pixels do not decode"),
+        ]
+    )
     outcome = quality.every_instance_has_prediction(catalog, predictions)
     assert outcome.passed
     assert outcome.counts["scored"] == 2 and outcome.counts["failed"] == 1
@@ -68,8 +82,14 @@ def test_every_instance_has_prediction_counts_scores_and_failures() -> None:
 
 def test_every_instance_has_prediction_fails_on_missing_duplicate_unknown_or_unexplained() -> None:
     catalog = pl.DataFrame({"sop_instance_uid": ["1", "2", "3"]})
-    predictions = _predictions([("1", "ok", 0.2, None), ("1", "ok", 0.2, None),
-                                ("9", "ok", 0.1, None), ("3", "failed", None, None)])
+    predictions = _predictions(
+        [
+            ("1", "ok", 0.2, None),
+            ("1", "ok", 0.2, None),
+            ("9", "ok", 0.1, None),
+            ("3", "failed", None, None),
+        ]
+    )
     outcome = quality.every_instance_has_prediction(catalog, predictions)
     assert not outcome.passed
     assert outcome.counts["missing"] == 1

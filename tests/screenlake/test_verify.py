@@ -16,8 +16,12 @@ def test_bsn_eleven_test() -> None:
 
 
 def _clean_copy(original: pydicom.Dataset) -> pydicom.Dataset:
-    ds = ct_slice(patient_id="SL0123456789ABCDEF", patient_name="SL0123456789ABCDEF",
-                  accession="A0123456789ABCDE", study_date="20231103")
+    ds = ct_slice(
+        patient_id="SL0123456789ABCDEF",
+        patient_name="SL0123456789ABCDEF",
+        accession="A0123456789ABCDE",
+        study_date="20231103",
+    )
     ds.PatientBirthDate = ""
     ds.PatientSex, ds.PatientAge = original.PatientSex, original.PatientAge
     return ds
