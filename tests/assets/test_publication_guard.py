@@ -2,54 +2,46 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import dagster as dg
+import pydicom
 import pytest
-import torch
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
 from orchestration.resources import resources_for
-from resources.models import DEFAULT_MODELS_ROOT, ModelRegistry
 from resources.secrets import PseudonymKey
 from screenlake.errors import PseudonymKeyError
-from screenlake.inference.registry import sha256_file
 from tests.conftest import Export
 
 pytestmark = pytest.mark.slow
 PROGRAMME = "cxr_tb"
 
 
-class _Diverged(torch.nn.Module):
-    """A model whose arithmetic blew up: every output is NaN."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1).mean(dim=1, keepdim=True) * float("nan")
-
-
-def _diverged_registry(root: Path) -> ModelRegistry:
-    for name in ("cxr_tb_reference", "lung_ldct_reference"):
-        shutil.copytree(DEFAULT_MODELS_ROOT / name, root / name)
-    folder = root / "cxr_tb_reference"
-    torch.jit.save(torch.jit.script(_Diverged()), folder / "weights.pt")
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest.update(
-        format="torchscript",
-        version="1.0.1-diverged",
-        weights_sha256=sha256_file(folder / "weights.pt"),
+def _leaky_drop(export: Export, root: Path) -> Path:
+    """The export, with one chest X-ray whose device wrote the patient's family name into an
+    attribute the profile keeps: the leak the residual-PHI scan exists to catch."""
+    drop = root / "drop"
+    shutil.copytree(export.drop, drop)
+    day = export.days[0].strftime("%Y%m%d")
+    target = next(
+        p
+        for p in sorted((drop / day).rglob("IM00001.dcm"))
+        if "_CR" in p.parent.name or "_DX" in p.parent.name
     )
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return ModelRegistry(models_root=str(root))
+    ds = pydicom.dcmread(target)
+    ds.ManufacturerModelName = str(ds.PatientName).split("^")[0]
+    ds.save_as(target, enforce_file_format=True)
+    return drop
 
 
-def _resources(root: Path, export: Export) -> dict[str, object]:
+def _resources(root: Path, export: Export, drop: Path | None = None) -> dict[str, object]:
     return resources_for(
         "local",
         {
-            "SCREENLAKE_DROP": str(export.drop),
+            "SCREENLAKE_DROP": str(drop or export.drop),
             "SCREENLAKE_PHI_ZONE": str(root / "phi"),
             "SCREENLAKE_RESEARCH_ZONE": str(root / "research"),
             "SCREENLAKE_DEID_WORKERS": "1",
@@ -57,14 +49,10 @@ def _resources(root: Path, export: Export) -> dict[str, object]:
     )
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_a_failing_blocking_check_stops_validation_and_the_worklist(
     synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
 ) -> None:
-    resources = {
-        **_resources(tmp_path, synthetic_export),
-        "models": _diverged_registry(tmp_path / "models"),
-    }
+    resources = _resources(tmp_path, synthetic_export, _leaky_drop(synthetic_export, tmp_path))
     key = partition_key(synthetic_export.days[0], PROGRAMME)
     result = dg.materialize(
         [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]
@@ -74,16 +62,19 @@ def test_a_failing_blocking_check_stops_validation_and_the_worklist(
     )
     assert not result.success
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not checks["scores_in_unit_interval"].passed
-    assert checks["scores_in_unit_interval"].metadata["outside"].value > 0
-    assert checks["no_identifiers_in_research_zone"].passed
+    leak = checks["no_identifiers_in_research_zone"]
+    assert not leak.passed
+    assert leak.metadata["findings"].value == 1
+    [finding] = leak.metadata["first_findings"].value
+    assert finding["element"].startswith("ManufacturerModelName")
+    assert finding["kind"] == "patient name"
+    assert set(checks) == {"every_landed_file_accounted_for", "no_identifiers_in_research_zone"}
     materialised = {
-        m.asset_key.to_user_string()
-        for m in result.get_asset_materialization_events()
-        and [e.materialization for e in result.get_asset_materialization_events()]
+        e.materialization.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
     }
-    assert "instance_predictions" in materialised
-    assert not materialised & {"study_findings", "validated_findings", "coordinator_worklist"}
+    assert "deidentified_instances" in materialised
+    assert not materialised & {"instance_catalog", "validated_findings", "coordinator_worklist"}
     assert not (tmp_path / "phi" / "worklists").exists()
     assert not (tmp_path / "research" / "lake" / "validated_findings").exists()
 
