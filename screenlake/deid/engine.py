@@ -34,7 +34,7 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, UID_dictionary
 
-from screenlake.deid.profile import REPLACEMENT_GENERATORS, Action, Profile
+from screenlake.deid.profile import DUMMY_VRS, REPLACEMENT_GENERATORS, Action, Profile
 from screenlake.errors import UnreadableInstanceError
 from screenlake.keys import accession_pseudonym, date_shift_days, keyed_uid, patient_pseudonym
 
@@ -53,29 +53,7 @@ _IMAGE_ATTRIBUTES = (
     "SamplesPerPixel",
     "PhotometricInterpretation",
 )
-# What pydicom raises on damaged input: unknown VRs (NotImplementedError), ambiguous VRs it
-# cannot resolve (AttributeError), values of the wrong length or form, items past the end.
-_TEXT_VRS = frozenset(
-    {
-        "AE",
-        "AS",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "IS",
-        "LO",
-        "LT",
-        "PN",
-        "SH",
-        "ST",
-        "TM",
-        "UC",
-        "UI",
-        "UR",
-        "UT",
-    }
-)
+_TEXT_VRS = DUMMY_VRS | {"UI"}
 # Control characters no text VR allows (TAB, LF, FF, CR and ESC are allowed in some).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 # Characters a value of these VRs can hold, leniently (lower case and the punctuation some
@@ -93,6 +71,9 @@ _VR_CHARACTERS = {
         ("DT", r"[0-9.+\- ]{0,54}"),
     )
 }
+# What pydicom raises on damaged input: unknown VRs (NotImplementedError), ambiguous VRs it
+# cannot resolve (AttributeError), a character set of the wrong type (TypeError), values of
+# the wrong length or form, items past the end.
 _READ_ERRORS = (
     EOFError,
     ValueError,
@@ -101,6 +82,7 @@ _READ_ERRORS = (
     OverflowError,
     NotImplementedError,
     AttributeError,
+    TypeError,
 )
 
 
@@ -128,8 +110,9 @@ def deidentify_dataset(ds: Dataset, key: bytes, profile: Profile) -> Deidentifie
     """De-identify a copy of `ds` under `profile`; `ds` itself is left as it was.
 
     Raises UnreadableInstanceError (the quarantine reason) when the instance lacks a
-    SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID, SOP class or PatientID, or declares
-    burned-in annotation, which this version cannot clean.
+    SOPClassUID, SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID or PatientID, declares
+    burned-in annotation (which this version cannot clean), or keeps a value that does not fit
+    its VR (the mark of a damaged file).
     """
     return _deidentify(copy.deepcopy(ds), key, profile)
 
@@ -256,7 +239,6 @@ def _deidentify(ds: Dataset, key: bytes, profile: Profile) -> DeidentifiedResult
     )
     # Age is kept as a patient characteristic; derive it before the birth date goes.
     age = _missing_age(ds) if profile.action_for(_PATIENT_AGE) is Action.KEEP else None
-    sop_class = str(ds.get("SOPClassUID") or ds.file_meta.MediaStorageSOPClassUID)
     applied = _clean(ds, context)
     if age is not None:
         ds.PatientAge = age
@@ -268,7 +250,7 @@ def _deidentify(ds: Dataset, key: bytes, profile: Profile) -> DeidentifiedResult
     if "AccessionNumber" not in ds:
         ds.AccessionNumber = ""
     _record_method(ds, profile)
-    _reset_file_meta(ds, sop_class)
+    _reset_file_meta(ds)
     # The preamble is free for any use, and some exporters put data there.
     ds.preamble = b"\x00" * 128
     return DeidentifiedResult(
@@ -283,6 +265,7 @@ def _deidentify(ds: Dataset, key: bytes, profile: Profile) -> DeidentifiedResult
 
 def _quarantine_reason(ds: Dataset) -> str | None:
     for keyword, why in (
+        ("SOPClassUID", "the instance cannot be written as a DICOM file"),
         ("SOPInstanceUID", "the instance cannot be identified or deduplicated"),
         ("StudyInstanceUID", "the instance cannot be placed in a study"),
         ("SeriesInstanceUID", "the instance cannot be placed in a series"),
@@ -290,9 +273,9 @@ def _quarantine_reason(ds: Dataset) -> str | None:
     ):
         if not str(ds.get(keyword) or "").strip():
             return f"missing {keyword}: {why}; fix the export"
-    file_meta = getattr(ds, "file_meta", None)
-    if not ds.get("SOPClassUID") and not (file_meta and file_meta.get("MediaStorageSOPClassUID")):
-        return "missing SOPClassUID: the instance cannot be written as a DICOM file; fix the export"
+        element = ds.data_element(keyword)
+        if element is not None and not _vr_matches(element):
+            return f"malformed DICOM: {keyword} has VR {element.VR}; the file is damaged"
     if str(ds.get("BurnedInAnnotation") or "").strip().upper() == "YES":
         return (
             "burned-in annotation: BurnedInAnnotation is YES and pixel cleaning is not "
@@ -358,7 +341,7 @@ def _apply(ds: Dataset, element: DataElement, action: Action, context: _Context)
 def _clean_temporal(ds: Dataset, element: DataElement, days: int) -> int:
     """C under the modified dates option: dates move back by the patient's offset, times stay."""
     if element.VR == "TM":
-        return 0
+        return _check_kept(ds, element)
     if element.VR in ("DA", "DT"):
         shift = shift_date if element.VR == "DA" else shift_datetime
         _set_values(element, [_shifted(shift, v, days) for v in _values(element)])
@@ -448,14 +431,14 @@ def _record_method(ds: Dataset, profile: Profile) -> None:
     ds.LongitudinalTemporalInformationModified = profile.temporal_information
 
 
-def _reset_file_meta(ds: Dataset, sop_class: str) -> None:
+def _reset_file_meta(ds: Dataset) -> None:
     # Rebuilt from an allow-list: source AE titles, presentation addresses and private
     # information in the original meta header never reach the research zone.
     original = getattr(ds, "file_meta", None)
     syntax = original.get("TransferSyntaxUID") if original is not None else None
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
     meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)

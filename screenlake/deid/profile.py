@@ -3,7 +3,14 @@
 The actions come from DICOM PS3.15 Table E.1-1 (packaged in `reference/`), not from a list
 written here. A deployment profile (`profiles/default.json`) names the options switched on,
 how the table's compound codes resolve, which attributes get keyed pseudonyms, the dummy value
-per VR, and additional rules for identifying attributes the table lacks; `load_profile` combines the two into one frozen `Profile` the engine reads.
+per VR, and additional rules for identifying attributes the table lacks; `load_profile`
+combines the two into one frozen `Profile` the engine reads.
+
+Compound codes (X/Z, X/D, X/Z/D, Z/D, X/Z/U*) depend on the attribute's type in each IOD. This
+version has no per-IOD type lookup: the profile's `compound_resolution` picks one of the listed
+actions per code (default: Z where the attribute may be type 2, X for X/D, U* for reference
+sequences), and `compound_overrides` picks D for attributes a common IOD makes type 1. U* keeps
+the sequence and de-identifies its items, which replaces every UID the table marks U.
 
 Options and how this version implements them:
 
@@ -44,8 +51,8 @@ DATE_SHIFT_OPTION = "rtnLongModifDatesOpt"
 FULL_DATES_OPTION = "rtnLongFullDatesOpt"
 UIDS_OPTION = "rtnUIDsOpt"
 TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
-# Every text VR an attribute with action D can have in the table; numeric and binary VRs get
-# zero or zero length in the engine.
+# Every text VR an attribute with action D can have in the table; other VRs (sequences,
+# binary values) get zero length in the engine, UIDs a keyed UID.
 DUMMY_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"}
 )
@@ -121,7 +128,7 @@ OPTIONS: dict[str, ProfileOption] = {
 
 @dataclass(frozen=True)
 class AttributeRule:
-    """One row of Table E.1-1 and the action this profile resolved for it, with where it came from."""
+    """One row of Table E.1-1, the action this profile resolved for it, and what decided it."""
 
     tag: str
     name: str
@@ -180,7 +187,7 @@ class Profile:
         return (BASIC_PROFILE_CODE, *used)
 
     def action_for(self, tag: int) -> Action | None:
-        """The action for `tag` (a pydicom tag or int), or None when Table E.1-1 does not list it."""
+        """The action for `tag` (a pydicom tag or int); None when the profile does not list it."""
         found = self.exact.get(tag)
         if found is not None:
             return found
@@ -363,7 +370,7 @@ def _options(value: object, path: Path) -> frozenset[str]:
     unknown = sorted(set(value) - set(OPTIONS))
     if unknown:
         raise ConfigurationError(
-            f"profile {path}: unknown options {unknown}; known options: {', '.join(sorted(OPTIONS))}"
+            f"profile {path}: unknown options {unknown}; known: {', '.join(sorted(OPTIONS))}"
         )
     enabled = frozenset(k for k, v in value.items() if v)
     if {DATE_SHIFT_OPTION, FULL_DATES_OPTION} <= enabled:

@@ -163,6 +163,7 @@ def make_ct(
     block.add_new(0x01, "LO", NAME)
     block.add_new(0x02, "OB", PATIENT_ID.encode())
     ds.add(DataElement(0x44441000, "UN", NAME.encode()))
+    ds.add(DataElement(0x44441002, "LO", NAME))  # a public tag no dictionary knows
     ds.add_new(0x60000010, "US", ROWS)
     ds.add_new(0x60003000, "OW", b"\x01" * (ROWS * COLUMNS // 8))
     ds.add_new(0x50003000, "OW", b"\x02\x00" * 8)
@@ -372,11 +373,12 @@ def test_identifiers_are_replaced_or_removed(profile: Profile) -> None:
     assert codes == [("113100", "DCM"), ("113107", "DCM"), ("113108", "DCM")]
 
 
-def test_private_un_overlay_and_curve_data_are_removed(profile: Profile) -> None:
+def test_private_unknown_overlay_and_curve_data_are_removed(profile: Profile) -> None:
     out = deidentify_dataset(make_ct(), KEY, profile).dataset
     tags = [element.tag for element in out.iterall()]
     assert not [tag for tag in tags if tag.is_private]
     assert not [element for element in out.iterall() if element.VR == "UN"]
+    assert 0x44441002 not in out
     assert 0x60003000 not in out and 0x50003000 not in out
     assert out[0x60000010].value == ROWS
 
@@ -526,6 +528,7 @@ def test_negative_controls_are_untouched(profile: Profile) -> None:
 @pytest.mark.parametrize(
     ("keyword", "reason"),
     [
+        ("SOPClassUID", "missing SOPClassUID"),
         ("SOPInstanceUID", "missing SOPInstanceUID"),
         ("StudyInstanceUID", "missing StudyInstanceUID"),
         ("SeriesInstanceUID", "missing SeriesInstanceUID"),
@@ -542,6 +545,21 @@ def test_quarantine_when_an_identifier_is_missing(
     ds = make_ct()
     setattr(ds, keyword, "")
     with pytest.raises(UnreadableInstanceError, match=f"^{reason}:"):
+        deidentify_dataset(ds, KEY, profile)
+
+
+def test_an_element_of_the_wrong_vr_is_removed(profile: Profile) -> None:
+    ds = make_ct()
+    ds.add(DataElement(Tag("BodyPartExamined"), "PN", NAME))
+    out = deidentify_dataset(ds, KEY, profile).dataset
+    assert "BodyPartExamined" not in out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_kept_value_unfit_for_its_vr_is_quarantined(profile: Profile) -> None:
+    ds = make_ct()
+    ds.PatientSex = NAME  # what a damaged length or tag byte leaves behind
+    with pytest.raises(UnreadableInstanceError, match="^malformed DICOM: PatientSex"):
         deidentify_dataset(ds, KEY, profile)
 
 
