@@ -8,15 +8,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from assets._shared import check_result
+from assets._shared import check_result, read_batch_table, write_batch_table
 from assets.ingest import raw_instances
 from orchestration.partitions import batch_of, screening_partitions
 from resources.deidentification import DeidentificationSettings
+from resources.lake import LakeDatabase
 from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
 from screenlake import layout, quality
 from screenlake.deid.batch import LandedFile, deidentify_batch
-from screenlake.tables import DEIDENTIFICATION_AUDIT, LANDED_INSTANCES, read_parquet, write_parquet
+from screenlake.tables import DEIDENTIFICATION_AUDIT, LANDED_INSTANCES, read_parquet
 from screenlake.vault import vault_entries, write_vault
 from screenlake.verify import index_originals, scan_files
 
@@ -43,6 +44,7 @@ def deidentified_instances(
     research_zone: ZoneStore,
     pseudonym_key: PseudonymKey,
     deidentification: DeidentificationSettings,
+    lake: LakeDatabase,
 ) -> dg.MaterializeResult:
     """De-identified copies of the landed files (PS3.15 profile, keyed pseudonyms and UIDs);
     the rest quarantined in the PHI zone with a reason. Audit rows go to the lake."""
@@ -66,11 +68,7 @@ def deidentified_instances(
         quarantine_dir=phi_zone.path(layout.quarantine_dir(batch)),
         workers=deidentification.worker_count(),
     )
-    write_parquet(
-        result.audit,
-        DEIDENTIFICATION_AUDIT,
-        research_zone.path(layout.lake_table_path(DEIDENTIFICATION_AUDIT, batch, key)),
-    )
+    write_batch_table(research_zone, lake, result.audit, DEIDENTIFICATION_AUDIT, batch, key)
     return dg.MaterializeResult(
         metadata={
             "files_in": len(files),
@@ -122,8 +120,7 @@ def every_landed_file_accounted_for(
     """Reconcile the landed manifest with the de-identification audit."""
     batch = batch_of(context)
     manifest, _ = _landed(phi_zone, batch)
-    audit_path = layout.lake_table_path(DEIDENTIFICATION_AUDIT, batch, pseudonym_key.key())
-    audit = read_parquet(DEIDENTIFICATION_AUDIT, research_zone.path(audit_path))
+    audit = read_batch_table(research_zone, DEIDENTIFICATION_AUDIT, batch, pseudonym_key.key())
     outcome = quality.every_landed_file_accounted_for(manifest.height, audit)
     return check_result(outcome)
 
