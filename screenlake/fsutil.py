@@ -1,7 +1,8 @@
-"""Folder replacement that a crash cannot leave half done."""
+"""File-system helpers: folder replacement that a crash cannot leave half done, checksums."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -28,3 +29,12 @@ def swap_in_folder(staging: Path, target: Path) -> None:
     os.replace(target, retired)
     os.replace(staging, target)
     shutil.rmtree(retired)
+
+
+def sha256_of(path: Path) -> str:
+    """Lower-case hexadecimal SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

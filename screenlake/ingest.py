@@ -6,7 +6,6 @@ routed are not dropped: they travel as `SourceFile`s with a `problem` and end in
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -17,7 +16,7 @@ import polars as pl
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from screenlake.fsutil import fresh_staging_folder, swap_in_folder
+from screenlake.fsutil import fresh_staging_folder, sha256_of, swap_in_folder
 from screenlake.layout import Batch
 from screenlake.programmes import PROGRAMME_NAMES, route_study
 from screenlake.tables import LANDED_INSTANCES, SOURCE_FILES, STUDY_INDEX, frame_of
@@ -255,15 +254,6 @@ def source_files_of(frame: pl.DataFrame) -> list[SourceFile]:
         SourceFile(r["ref"], r["study_instance_uid"], r["sop_instance_uid"], r["problem"])
         for r in frame.iter_rows(named=True)
     ]
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def land_files(

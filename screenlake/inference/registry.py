@@ -294,15 +294,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    """Lower-case hexadecimal SHA-256 of the file at `path`."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve_device(device: str | None = None) -> str:
     """`device` checked against this machine, or "cuda" when available and "cpu" otherwise."""
     if device is None:

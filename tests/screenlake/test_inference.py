@@ -23,6 +23,7 @@ from pydicom.uid import (
 )
 
 from screenlake.errors import ConfigurationError, ModelIntegrityError, UnreadableInstanceError
+from screenlake.fsutil import sha256_of
 from screenlake.inference.predict import (
     aggregate_study_scores,
     predict_instances,
@@ -38,7 +39,6 @@ from screenlake.inference.registry import (
     load_model,
     model_dir_for,
     resolve_device,
-    sha256_file,
 )
 from screenlake.synth.images import chest_radiograph, ct_stored_values, ct_volume
 from screenlake.tables import INSTANCE_PREDICTIONS, STUDY_FINDINGS, conform
@@ -124,7 +124,7 @@ def test_committed_models_load_and_declare_themselves(name: str) -> None:
     m = model.manifest
     assert (m.name, m.version, m.format, m.aggregation) == (name, "1.0.0", "state_dict", "max")
     assert not model.module.training and model.device == "cpu"
-    assert m.weights_sha256 == sha256_file(MODELS / name / "weights.pt")
+    assert m.weights_sha256 == sha256_of(MODELS / name / "weights.pt")
     assert (MODELS / name / "weights.pt").stat().st_size < 200_000
     assert "NOT a clinical model" in m.disclaimer
     assert 0.0 < m.threshold < 1.0 and m.evaluation.studies_positive >= 100
@@ -183,7 +183,7 @@ def test_torchscript_model_loads_without_source(tmp_path: Path, cxr: LoadedModel
         format="torchscript",
         architecture=None,
         weights_file="model.pt",
-        weights_sha256=sha256_file(directory / "model.pt"),
+        weights_sha256=sha256_of(directory / "model.pt"),
     )
     (directory / "manifest.json").write_text(json.dumps(manifest))
     scripted = load_model(directory, device="cpu")
