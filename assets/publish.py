@@ -11,10 +11,11 @@ from orchestration.partitions import batch_of, screening_partitions
 from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
 from screenlake import layout
+from screenlake.reidentify import append_audit, audit_record
 from screenlake.tables import VALIDATED_FINDINGS
 from screenlake.vault import read_vault
 from screenlake.worklist import coordinator_worklist as worklist_of
-from screenlake.worklist import write_worklist_csv
+from screenlake.worklist import write_csv
 
 
 @dg.asset(
@@ -37,7 +38,17 @@ def coordinator_worklist(
     vault = read_vault(phi_zone.path(layout.vault_path(batch)), vault_key.cipher())
     worklist = worklist_of(findings, vault)
     path = layout.worklist_path(batch, "csv")
-    write_worklist_csv(worklist, phi_zone.path(path))
+    write_csv(worklist, phi_zone.path(path))
+    append_audit(
+        phi_zone.path(layout.REIDENTIFICATION_LOG),
+        audit_record(
+            requested_by=f"dagster run {context.run.run_id}",
+            purpose=f"coordinator worklist {batch.programme}",
+            source="validated_findings",
+            rows_in=worklist.height,
+            rows_reidentified=worklist.height,
+        ),
+    )
     return dg.MaterializeResult(
         metadata={
             "studies_to_review": worklist.height,

@@ -110,6 +110,37 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if not findings else EXIT_FAILED
 
 
+def _reidentify(args: argparse.Namespace) -> int:
+    from screenlake import layout
+    from screenlake.reidentify import (
+        append_audit,
+        audit_record,
+        inside,
+        load_all_vaults,
+        read_findings,
+        reidentify,
+    )
+    from screenlake.vault import VAULT_KEY_ENV, vault_cipher
+    from screenlake.worklist import write_csv
+
+    if not inside(args.output, args.phi_zone):
+        raise ScreenlakeError("re-identified rows stay in the PHI zone: --output must be inside it")
+    requested_by = args.requested_by or os.environ.get("USER", "")
+    cipher = vault_cipher(os.environ.get(VAULT_KEY_ENV))
+    findings = read_findings(args.findings)
+    rows, unmatched = reidentify(findings, load_all_vaults(args.phi_zone / "vault", cipher))
+    record = audit_record(
+        requested_by, args.purpose, args.findings.name, findings.height, rows.height
+    )
+    write_csv(rows, args.output)
+    append_audit(args.phi_zone / layout.REIDENTIFICATION_LOG, record)
+    print(
+        f"{findings.height} rows in: {rows.height} re-identified, {unmatched} unknown to the vault;"
+        f" audited in the PHI zone ({layout.REIDENTIFICATION_LOG})"
+    )
+    return EXIT_OK if unmatched == 0 else EXIT_FAILED
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="screenlake", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +172,16 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--phi-zone", type=Path, default=Path("var/phi"))
     verify.add_argument("--research-zone", type=Path, default=Path("var/research"))
     verify.set_defaults(run=_verify)
+
+    reid = commands.add_parser(
+        "reidentify", help="map a findings table back to patients (PHI zone only, audited)"
+    )
+    reid.add_argument("findings", type=Path, help=".parquet or .csv with study_instance_uid")
+    reid.add_argument("--output", type=Path, required=True, help="CSV inside the PHI zone")
+    reid.add_argument("--purpose", required=True, help="why, for the audit log")
+    reid.add_argument("--requested-by", help="who, for the audit log (default: $USER)")
+    reid.add_argument("--phi-zone", type=Path, default=Path("var/phi"))
+    reid.set_defaults(run=_reidentify)
     return parser
 
 

@@ -44,14 +44,14 @@ def coordinator_worklist(findings: pl.DataFrame, vault: pl.DataFrame) -> pl.Data
     return pl.from_arrow(conform(frame, COORDINATOR_WORKLIST))  # type: ignore[return-value]
 
 
-def write_worklist_csv(worklist: pl.DataFrame, path: Path) -> None:
-    """Write the worklist as CSV atomically, scores rounded for reading."""
+def write_csv(frame: pl.DataFrame, path: Path) -> None:
+    """Write a PHI-zone table as CSV atomically, scores rounded for reading."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(worklist.columns)
-        for row in worklist.iter_rows():
+        writer.writerow(frame.columns)
+        for row in frame.iter_rows():
             writer.writerow(
                 [f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v) for v in row]
             )

@@ -160,6 +160,10 @@ def test_worklist_rows_match_flagged_studies(
     with synthetic_export.labels.open() as handle:
         accessions = {r["accession_number"] for r in csv.DictReader(handle)}
     assert {r["accession_number"] for r in rows} <= accessions  # re-identified
+    with (pipeline.phi / "audit" / "reidentifications.csv").open() as handle:
+        audit = list(csv.DictReader(handle))
+    assert sum(int(r["rows_reidentified"]) for r in audit) >= len(rows)
+    assert all(r["requested_by"].startswith("dagster run ") for r in audit)
     for day_rows in _by_file(pipeline):
         ranks = [int(r["priority_rank"]) for r in day_rows]
         assert ranks == sorted(ranks)

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from screenlake.errors import VaultError
-from screenlake.worklist import coordinator_worklist, write_worklist_csv
+from screenlake.worklist import coordinator_worklist, write_csv
 
 
 def _findings() -> pl.DataFrame:
@@ -41,7 +41,7 @@ def test_flagged_studies_re_identified_in_priority_order(tmp_path: Path) -> None
     assert worklist["patient_id"].to_list() == ["111", "333"]
     assert worklist["priority_rank"].to_list() == [1, 2]
     path = tmp_path / "w" / "2024-03-12.csv"
-    write_worklist_csv(worklist, path)
+    write_csv(worklist, path)
     rows = list(csv.DictReader(path.open()))
     assert [r["accession_number"] for r in rows] == ["A1", "A3"]
     assert rows[0]["score"] == "0.9500" and rows[0]["study_date"] == "2024-03-12"
