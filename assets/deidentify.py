@@ -137,11 +137,14 @@ def no_identifiers_in_research_zone(
     phi_zone: ZoneStore,
     research_zone: ZoneStore,
     pseudonym_key: PseudonymKey,
+    deidentification: DeidentificationSettings,
 ) -> dg.AssetCheckResult:
     """Scan every de-identified file of the batch for the originals' identifiers."""
     batch = batch_of(context)
     manifest, raw_dir = _landed(phi_zone, batch)
-    index = index_originals(raw_dir / p for p in manifest["landed_path"])
+    index = index_originals(
+        (raw_dir / p for p in manifest["landed_path"]), deidentification.profile().options
+    )
     root = research_zone.path()
     batch_dir = research_zone.path(layout.research_dicom_dir(batch, pseudonym_key.key()))
     files = sorted(batch_dir.rglob("*.dcm")) if batch_dir.exists() else []

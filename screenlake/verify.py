@@ -34,9 +34,14 @@ IDENTIFYING_KEYWORDS: dict[str, str] = {
     "OperatorsName": "staff name",
     "RequestingPhysician": "staff name",
     "InstitutionName": "institution",
-    "InstitutionAddress": "address",
+    "InstitutionAddress": "institution",
     "StationName": "device identity",
     "DeviceSerialNumber": "device identity",
+}
+# Kinds a deployment may keep on purpose by switching on a PS3.15 option in its profile.
+KINDS_RETAINED_BY_OPTION: dict[str, frozenset[str]] = {
+    "rtnInstIdOpt": frozenset({"institution"}),
+    "rtnDevIdOpt": frozenset({"device identity"}),
 }
 _MIN_TOKEN = 3
 # Name particles and words too common to signal a name on their own.
@@ -129,8 +134,15 @@ class IdentifierIndex:
         return None
 
 
-def index_originals(paths: Iterable[Path]) -> IdentifierIndex:
-    """Collect the identifying values of the originals at `paths` (unreadable files skipped)."""
+def index_originals(paths: Iterable[Path], retained_options: Iterable[str] = ()) -> IdentifierIndex:
+    """Collect the identifying values of the originals at `paths` (unreadable files skipped).
+
+    Kinds that a switched-on profile option keeps on purpose (`retained_options`, e.g.
+    institution identity) are not searched for.
+    """
+    allowed = frozenset().union(
+        *(KINDS_RETAINED_BY_OPTION.get(o, frozenset()) for o in retained_options)
+    )
     index = IdentifierIndex.empty()
     for path in paths:
         try:
@@ -139,7 +151,7 @@ def index_originals(paths: Iterable[Path]) -> IdentifierIndex:
             continue
         for element in _walk(ds):
             kind = IDENTIFYING_KEYWORDS.get(element.keyword or "")
-            if kind is None:
+            if kind is None or kind in allowed:
                 continue
             for text in _string_values(element):
                 index.add(kind, text)

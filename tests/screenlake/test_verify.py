@@ -74,3 +74,19 @@ def test_unreadable_originals_are_skipped_when_indexing(tmp_path: Path) -> None:
     (tmp_path / "bad.dcm").write_bytes(b"not dicom")
     index = index_originals([tmp_path / "bad.dcm", write(ct_slice(), tmp_path / "ok.dcm")])
     assert "7654321" in index.tokens
+
+
+def test_kinds_a_switched_on_option_keeps_are_not_findings(tmp_path: Path) -> None:
+    original = ct_slice()
+    original.InstitutionName = "Ziekenhuis Rivierenland"
+    original.StationName = "CTROOM7"
+    raw = write(original, tmp_path / "raw" / "1.dcm")
+    kept = _clean_copy(original)
+    kept.InstitutionName = original.InstitutionName
+    kept.StationName = original.StationName
+    path = write(kept, tmp_path / "research" / "x.dcm")
+
+    strict = scan_file(path, "x.dcm", index_originals([raw]))
+    assert {f.kind for f in strict} == {"institution", "device identity"}
+    relaxed = index_originals([raw], retained_options={"rtnInstIdOpt"})
+    assert {f.kind for f in scan_file(path, "x.dcm", relaxed)} == {"device identity"}
