@@ -49,6 +49,8 @@ _COMMON_TOKENS = {"van", "der", "den", "de", "het", "ten", "ter", "the", "and"}
 _TOKEN_SPLIT = re.compile(r"[^0-9A-Za-zÀ-ÿ]+")
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 # Patterns stand alone: a digit run inside a hexadecimal pseudonym is no phone number.
+_YMD = re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?!\d)")
+_DMY = re.compile(r"(?<!\d)(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?!\d)")
 _NINE_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{9}(?![0-9A-Za-z])")
 _DUTCH_PHONE = re.compile(r"(?<![0-9A-Za-z+])(?:\+31|0031|0)[1-9](?:[ -]?\d){8}(?![0-9A-Za-z])")
 _DUTCH_POSTCODE = re.compile(r"\b[1-9]\d{3} ?(?!SA|SD|SS)[A-Z]{2}\b")
@@ -99,11 +101,12 @@ class IdentifierIndex:
     tokens: dict[str, str]
     exact: dict[str, str]
     uids: set[str]
+    birth_dates: set[str]
 
     @classmethod
     def empty(cls) -> IdentifierIndex:
         """An index that knows no identifiers yet."""
-        return cls(tokens={}, exact={}, uids=set())
+        return cls(tokens={}, exact={}, uids=set(), birth_dates=set())
 
     def add(self, kind: str, text: str) -> None:
         """Remember one identifying value."""
@@ -114,6 +117,8 @@ class IdentifierIndex:
             # UIDs share their roots: only a whole original UID is a hit.
             self.uids.add(text)
             return
+        if kind == "birth date" and len(text) == 8 and text.isdigit():
+            self.birth_dates.add(text)
         self.exact[text.lower()] = kind
         for token in _tokens(text.replace("^", " ")):
             # Short all-digit tokens (house numbers, days) would match everywhere.
@@ -128,10 +133,19 @@ class IdentifierIndex:
             return self.exact[lowered]
         if any(uid in self.uids for uid in _UID.findall(text)):
             return "original UID"
+        if self.birth_dates and not self.birth_dates.isdisjoint(_written_dates(text)):
+            return "birth date"
         for token in _tokens(text.replace("^", " ")):
             if token in self.tokens:
                 return self.tokens[token]
         return None
+
+
+def _written_dates(text: str) -> set[str]:
+    """Dates written in free text (1958-03-12, 12-03-1958, 12/3/1958, 12.03.1958) as YYYYMMDD."""
+    found = {f"{y}{m:0>2}{d:0>2}" for y, m, d in _YMD.findall(text)}
+    found |= {f"{y}{m:0>2}{d:0>2}" for d, m, y in _DMY.findall(text)}
+    return found
 
 
 def index_originals(paths: Iterable[Path], retained_options: Iterable[str] = ()) -> IdentifierIndex:

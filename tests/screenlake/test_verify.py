@@ -90,3 +90,16 @@ def test_kinds_a_switched_on_option_keeps_are_not_findings(tmp_path: Path) -> No
     assert {f.kind for f in strict} == {"institution", "device identity"}
     relaxed = index_originals([raw], retained_options={"rtnInstIdOpt"})
     assert {f.kind for f in scan_file(path, "x.dcm", relaxed)} == {"device identity"}
+
+
+def test_a_birth_date_written_another_way_in_free_text_is_found(tmp_path: Path) -> None:
+    original = ct_slice()  # born 1958-03-12
+    index = index_originals([write(original, tmp_path / "raw" / "1.dcm")])
+    for written in ("born 12-03-1958", "dob 12/3/1958", "1958-03-12", "12.03.1958"):
+        leaky = _clean_copy(original)
+        leaky.ImageComments = written
+        path = write(leaky, tmp_path / "research" / "x.dcm")
+        assert [f.kind for f in scan_file(path, "x.dcm", index)] == ["birth date"], written
+    other = _clean_copy(original)
+    other.ImageComments = "follow-up 12-03-2025"
+    assert scan_file(write(other, tmp_path / "research" / "y.dcm"), "y.dcm", index) == []
