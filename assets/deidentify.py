@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
 import json
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -57,6 +58,7 @@ def deidentified_instances(
         for row in manifest.iter_rows(named=True)
     ]
     output_prefix = layout.research_dicom_dir(batch, key)
+    started = time.perf_counter()
     result = deidentify_batch(
         files,
         key=key,
@@ -68,6 +70,7 @@ def deidentified_instances(
         quarantine_dir=phi_zone.path(layout.quarantine_dir(batch)),
         workers=deidentification.worker_count(),
     )
+    seconds = time.perf_counter() - started
     write_batch_table(research_zone, lake, result.audit, DEIDENTIFICATION_AUDIT, batch, key)
     return dg.MaterializeResult(
         metadata={
@@ -75,6 +78,7 @@ def deidentified_instances(
             "files_deidentified": result.deidentified,
             "files_quarantined": result.quarantined,
             "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
+            "files_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0,
             "profile_version": profile.version,
             "research_batch": batch.research_id(key),
         }
