@@ -43,6 +43,15 @@ KINDS_RETAINED_BY_OPTION: dict[str, frozenset[str]] = {
     "rtnInstIdOpt": frozenset({"institution"}),
     "rtnDevIdOpt": frozenset({"device identity"}),
 }
+# Kinds matched as whole values only: their words (a vendor in a hospital's name, a room
+# number in a station name) also stand, harmlessly, in kept attributes.
+_WHOLE_VALUE_KINDS = frozenset({"institution", "device identity"})
+_PLACEHOLDERS = frozenset(
+    {"anonymous", "anonymized", "anonymised", "unknown", "none", "n/a", "removed", "deidentified"}
+)
+# Patterns are searched in free-text value representations only: codes, numbers and UIDs
+# hold no phone numbers, and "ISO 2022 IR 13" is no postcode.
+_FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN", "UR"})
 _MIN_TOKEN = 3
 # Name particles and words too common to signal a name on their own.
 _COMMON_TOKENS = {"van", "der", "den", "de", "het", "ten", "ter", "the", "and"}
@@ -119,7 +128,12 @@ class IdentifierIndex:
             return
         if kind == "birth date" and len(text) == 8 and text.isdigit():
             self.birth_dates.add(text)
+        if not _identifying_length(text) or text.lower() in _PLACEHOLDERS:
+            # "2", "0" or "ANONYMOUS" in an original identify nobody and match everything.
+            return
         self.exact[text.lower()] = kind
+        if kind in _WHOLE_VALUE_KINDS:
+            return
         for token in _tokens(text.replace("^", " ")):
             # Short all-digit tokens (house numbers, days) would match everywhere.
             if token.isdigit() and len(token) < 6:
@@ -139,6 +153,10 @@ class IdentifierIndex:
             if token in self.tokens:
                 return self.tokens[token]
         return None
+
+
+def _identifying_length(text: str) -> bool:
+    return len(text) >= 4 if text.isdigit() else len(text) >= 3
 
 
 def _written_dates(text: str) -> set[str]:
@@ -208,8 +226,8 @@ def scan_file(path: Path, label: str, index: IdentifierIndex) -> list[Finding]:
                     findings.append(Finding(label, _element_path(element), "birth date"))
             continue
         for text in _string_values(element):
-            # UIDs are matched whole against the originals; their digit runs are no patterns.
-            kind = index.match(text) or (None if element.VR == "UI" else _pattern_kind(text))
+            patterns = element.VR in _FREE_TEXT_VRS
+            kind = index.match(text) or (_pattern_kind(text) if patterns else None)
             if kind:
                 findings.append(Finding(label, _element_path(element), kind))
                 break

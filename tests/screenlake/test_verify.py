@@ -103,3 +103,18 @@ def test_a_birth_date_written_another_way_in_free_text_is_found(tmp_path: Path) 
     other = _clean_copy(original)
     other.ImageComments = "follow-up 12-03-2025"
     assert scan_file(write(other, tmp_path / "research" / "y.dcm"), "y.dcm", index) == []
+
+
+def test_placeholders_short_values_and_codes_are_not_findings(tmp_path: Path) -> None:
+    original = ct_slice(accession="2")
+    original.InstitutionName = "Philips Medical Systems"
+    original.DeviceSerialNumber = "0"
+    original.OperatorsName = "ANONYMOUS"
+    index = index_originals([write(original, tmp_path / "raw" / "1.dcm")])
+    kept = _clean_copy(original)
+    kept.SeriesNumber = 2
+    kept.Manufacturer = "Philips"
+    kept.OperatorsName = "ANONYMOUS"
+    kept.SpecificCharacterSet = ["", "ISO 2022 IR 13"]
+    path = write(kept, tmp_path / "research" / "x.dcm")
+    assert scan_file(path, "x.dcm", index) == []
