@@ -140,11 +140,13 @@ class IdentifierIndex:
                 continue
             self.tokens.setdefault(token, kind)
 
-    def match(self, text: str) -> str | None:
-        """The kind of identifier `text` holds, or None."""
+    def match(self, text: str, whole_only: bool = False) -> str | None:
+        """The kind of identifier `text` holds, or None; `whole_only` compares whole values."""
         lowered = text.strip().lower()
         if lowered in self.exact:
             return self.exact[lowered]
+        if whole_only:
+            return None
         if any(uid in self.uids for uid in _UID.findall(text)):
             return "original UID"
         if self.birth_dates and not self.birth_dates.isdisjoint(_written_dates(text)):
@@ -226,8 +228,11 @@ def scan_file(path: Path, label: str, index: IdentifierIndex) -> list[Finding]:
                     findings.append(Finding(label, _element_path(element), "birth date"))
             continue
         for text in _string_values(element):
-            patterns = element.VR in _FREE_TEXT_VRS
-            kind = index.match(text) or (_pattern_kind(text) if patterns else None)
+            free_text = element.VR in _FREE_TEXT_VRS
+            # A code string's terms (PERFUSION, AXIAL) are defined terms, not words of a name.
+            kind = index.match(text, whole_only=element.VR == "CS") or (
+                _pattern_kind(text) if free_text else None
+            )
             if kind:
                 findings.append(Finding(label, _element_path(element), kind))
                 break
