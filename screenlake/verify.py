@@ -17,6 +17,8 @@ from pydicom.dataelem import DataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
+from screenlake.identifiers import DUTCH_PHONE, DUTCH_POSTCODE, NINE_DIGITS, is_valid_bsn
+
 # Attributes whose original values must never reach the research zone.
 IDENTIFYING_KEYWORDS: dict[str, str] = {
     "PatientName": "patient name",
@@ -63,14 +65,6 @@ _DMY = re.compile(r"(?<!\d)(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?!\d)")
 _NINE_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{9}(?![0-9A-Za-z])")
 _DUTCH_PHONE = re.compile(r"(?<![0-9A-Za-z+])(?:\+31|0031|0)[1-9](?:[ -]?\d){8}(?![0-9A-Za-z])")
 _DUTCH_POSTCODE = re.compile(r"\b[1-9]\d{3} ?(?!SA|SD|SS)[A-Z]{2}\b")
-
-
-def is_valid_bsn(value: str) -> bool:
-    """True when `value` is nine digits that pass the Dutch BSN 11-test."""
-    if len(value) != 9 or not value.isdigit():
-        return False
-    weights = (9, 8, 7, 6, 5, 4, 3, 2, -1)
-    return sum(int(d) * w for d, w in zip(value, weights, strict=True)) % 11 == 0
 
 
 @dataclass(frozen=True)
@@ -198,12 +192,12 @@ def _walk(ds: pydicom.Dataset) -> Iterator[DataElement]:
 
 
 def _pattern_kind(text: str) -> str | None:
-    for candidate in _NINE_DIGITS.findall(text):
+    for candidate in NINE_DIGITS.findall(text):
         if is_valid_bsn(candidate):
             return "BSN pattern"
-    if _DUTCH_PHONE.search(text):
+    if DUTCH_PHONE.search(text):
         return "phone number pattern"
-    if _DUTCH_POSTCODE.search(text):
+    if DUTCH_POSTCODE.search(text):
         return "postcode pattern"
     return None
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 # The scanner's own patterns, so that cleaning removes exactly what the residual scan flags.
-from screenlake.verify import _DUTCH_PHONE, _DUTCH_POSTCODE, _NINE_DIGITS, is_valid_bsn
+from screenlake.identifiers import DUTCH_PHONE, DUTCH_POSTCODE, NINE_DIGITS, is_valid_bsn
 
 _WORD = re.compile(r"[^\W_]+")
 _DIGIT = re.compile(r"\d")
@@ -194,9 +194,9 @@ class Identifiers:
                 out = _NAMED_DATE.sub(self._named_date, out)
             if self.phones:
                 out = _PHONE_LIKE.sub(self._phone, out)
-            out = _NINE_DIGITS.sub(lambda m: "" if is_valid_bsn(m.group()) else m.group(), out)
-            out = _DUTCH_PHONE.sub("", out)
-            out = _DUTCH_POSTCODE.sub("", out)
+            out = NINE_DIGITS.sub(lambda m: "" if is_valid_bsn(m.group()) else m.group(), out)
+            out = DUTCH_PHONE.sub("", out)
+            out = DUTCH_POSTCODE.sub("", out)
         return out if out == text else _tidy(out)
 
     def _without_phrases(self, text: str) -> str:

@@ -14,21 +14,9 @@ from datetime import date, timedelta
 
 from faker import Faker
 
-BSN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+from screenlake.identifiers import BSN_WEIGHTS
+
 BSN_ISSUER = "NLMINBIZA"
-
-
-def is_valid_bsn(value: str) -> bool:
-    """True when `value` is a Dutch citizen service number (BSN) that passes the 11-test.
-
-    A BSN has nine digits (eight-digit ones are written with a leading zero); the weighted sum
-    with weights 9..2 and -1 for the last digit must be a multiple of 11, and not zero.
-    """
-    if not (value.isascii() and value.isdigit() and len(value) in (8, 9)):
-        return False
-    digits = [int(c) for c in value.zfill(9)]
-    total = sum(d * w for d, w in zip(digits, BSN_WEIGHTS))
-    return total != 0 and total % 11 == 0
 
 
 def random_bsn(rnd: random.Random) -> str:

@@ -16,9 +16,10 @@ from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 
+from screenlake.identifiers import is_valid_bsn
 from screenlake.programmes import route_study
 from screenlake.synth.export import ExportSummary, generate_export
-from screenlake.synth.people import age_on, is_valid_bsn, random_bsn, sanitise
+from screenlake.synth.people import age_on, random_bsn, sanitise
 
 BAD_NAMES = {"IM99999.dcm", "IM99998.dcm", "IM99997.dcm", "thumbnail.jpg", "notes.txt"}
 START = date(2024, 3, 11)

@@ -4,15 +4,8 @@ from pathlib import Path
 
 import pydicom
 
-from screenlake.verify import index_originals, is_valid_bsn, scan_file
+from screenlake.verify import index_originals, scan_file
 from tests.dicom_factory import ct_slice, write
-
-
-def test_bsn_eleven_test() -> None:
-    assert is_valid_bsn("111222333")
-    assert not is_valid_bsn("111222334")
-    assert not is_valid_bsn("11122233")
-    assert not is_valid_bsn("11122233a")
 
 
 def _clean_copy(original: pydicom.Dataset) -> pydicom.Dataset:
