@@ -45,7 +45,8 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
         "pseudonym_key": PseudonymKey(),
         "vault_key": VaultKey(),
         "deidentification": DeidentificationSettings(
-            workers=int(settings.get("SCREENLAKE_DEID_WORKERS", "0"))
+            profile_path=settings.get("SCREENLAKE_DEID_PROFILE") or None,
+            workers=int(settings.get("SCREENLAKE_DEID_WORKERS", "0")),
         ),
         "lake": LakeDatabase(
             database=str(research_root / layout.LAKE_DATABASE),

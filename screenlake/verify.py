@@ -56,7 +56,14 @@ _PLACEHOLDERS = frozenset(
 _FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN", "UR"})
 _MIN_TOKEN = 3
 # Name particles and words too common to signal a name on their own.
-_COMMON_TOKENS = {"van", "der", "den", "de", "het", "ten", "ter", "the", "and"}
+# Words too common to signal a name on their own: Dutch name particles, and the placeholder
+# words of test and template files ("Last Name^First Name", "Observer^Verifying"), which
+# coded concepts such as "Recording Observer's Name" use too.
+_COMMON_TOKENS = frozenset(
+    {"van", "der", "den", "de", "het", "ten", "ter", "the", "and"}
+    | {"name", "first", "last", "given", "family", "middle", "test", "patient", "observer"}
+    | {"verifying", "recording", "physician", "doctor", "enter", "text", "unknown"}
+)
 _TOKEN_SPLIT = re.compile(r"[^0-9A-Za-zÀ-ÿ]+")
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)+")
 # Patterns stand alone: a digit run inside a hexadecimal pseudonym is no phone number.
