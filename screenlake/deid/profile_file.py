@@ -20,6 +20,7 @@ from pydicom.valuerep import validate_value
 from screenlake.errors import ConfigurationError
 
 PACKAGED_PROFILES = Path(__file__).parent / "profiles"
+PACKAGED_PIXEL_RULES = Path(__file__).parent / "pixel_rules"
 PROFILE_FIELDS = frozenset(
     {
         "name",
@@ -246,7 +247,7 @@ def pixels(value: object, path: Path) -> tuple[str, Path | None]:
             f'profile {path}: `pixels` must be {{"policy": "quarantine" | "clean", '
             '"rules": <file name beside the profile, or null>}'
         )
-    rules_path = beside(path, rules, "pixel rules file") if rules else None
+    rules_path = beside(path, rules, "pixel rules file", PACKAGED_PIXEL_RULES) if rules else None
     if policy == "clean" and rules_path is None:
         raise ConfigurationError(
             f'profile {path}: pixel policy "clean" needs a `rules` file; without rules every '
@@ -301,16 +302,16 @@ def _safe_private_key(entry: object, where: str) -> tuple[int, str, int]:
     return group, creator.strip(), offset
 
 
-def beside(profile_path: Path, name: str, what: str) -> Path:
-    """A file a profile names: beside the profile, or else among the packaged profiles, so that
-    a deployment's own profile can use a shipped list by its name."""
-    for folder in (profile_path.parent, PACKAGED_PROFILES):
+def beside(profile_path: Path, name: str, what: str, packaged: Path = PACKAGED_PROFILES) -> Path:
+    """A file a profile names: beside the profile, or else in the `packaged` folder, so that a
+    deployment's own profile can use a shipped file by its name."""
+    for folder in (profile_path.parent, packaged):
         candidate = folder / name
         if candidate.is_file():
             return candidate
     raise ConfigurationError(
         f"profile {profile_path}: {what} {name!r} is neither beside the profile nor among the "
-        f"packaged profiles in {PACKAGED_PROFILES}"
+        f"packaged files in {packaged.name}/"
     )
 
 
