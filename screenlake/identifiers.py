@@ -7,6 +7,12 @@ from __future__ import annotations
 import re
 
 BSN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+# Name particles and titles: parts of a name that stand for nobody on their own.
+NAME_PARTICLES = frozenset(
+    {"van", "der", "den", "de", "het", "ten", "ter", "te", "op", "in", "la", "le", "du", "da"}
+    | {"di", "von", "zu", "dr", "mr", "mrs", "ms", "jr", "sr", "md", "phd", "prof"}
+    | {"the", "and", "of"}
+)
 
 # Patterns stand alone: a digit run inside a hexadecimal pseudonym is no phone number.
 NINE_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{9}(?![0-9A-Za-z])")

@@ -17,7 +17,13 @@ from pydicom.dataelem import DataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
-from screenlake.identifiers import DUTCH_PHONE, DUTCH_POSTCODE, NINE_DIGITS, is_valid_bsn
+from screenlake.identifiers import (
+    DUTCH_PHONE,
+    DUTCH_POSTCODE,
+    NAME_PARTICLES,
+    NINE_DIGITS,
+    is_valid_bsn,
+)
 
 # Attributes whose original values must never reach the research zone.
 IDENTIFYING_KEYWORDS: dict[str, str] = {
@@ -55,23 +61,17 @@ _PLACEHOLDERS = frozenset(
 # hold no phone numbers, and "ISO 2022 IR 13" is no postcode.
 _FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN", "UR"})
 _MIN_TOKEN = 3
-# Name particles and words too common to signal a name on their own.
 # Words too common to signal a name on their own: Dutch name particles, and the placeholder
 # words of test and template files ("Last Name^First Name", "Observer^Verifying"), which
 # coded concepts such as "Recording Observer's Name" use too.
-_COMMON_TOKENS = frozenset(
-    {"van", "der", "den", "de", "het", "ten", "ter", "the", "and"}
-    | {"name", "first", "last", "given", "family", "middle", "test", "patient", "observer"}
+_COMMON_TOKENS = NAME_PARTICLES | frozenset(
+    {"name", "first", "last", "given", "family", "middle", "test", "patient", "observer"}
     | {"verifying", "recording", "physician", "doctor", "enter", "text", "unknown"}
 )
 _TOKEN_SPLIT = re.compile(r"[^0-9A-Za-zÀ-ÿ]+")
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)+")
-# Patterns stand alone: a digit run inside a hexadecimal pseudonym is no phone number.
 _YMD = re.compile(r"(?<!\d)(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?!\d)")
 _DMY = re.compile(r"(?<!\d)(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(?!\d)")
-_NINE_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{9}(?![0-9A-Za-z])")
-_DUTCH_PHONE = re.compile(r"(?<![0-9A-Za-z+])(?:\+31|0031|0)[1-9](?:[ -]?\d){8}(?![0-9A-Za-z])")
-_DUTCH_POSTCODE = re.compile(r"\b[1-9]\d{3} ?(?!SA|SD|SS)[A-Z]{2}\b")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ import re
 from dataclasses import dataclass, field
 
 # The scanner's own patterns, so that cleaning removes exactly what the residual scan flags.
-from screenlake.identifiers import DUTCH_PHONE, DUTCH_POSTCODE, NINE_DIGITS, is_valid_bsn
+from screenlake.identifiers import (
+    DUTCH_PHONE,
+    DUTCH_POSTCODE,
+    NAME_PARTICLES,
+    NINE_DIGITS,
+    is_valid_bsn,
+)
 
 _WORD = re.compile(r"[^\W_]+")
 _DIGIT = re.compile(r"\d")
@@ -28,14 +34,7 @@ _REPEATED_PUNCTUATION = re.compile(r"([,;:/])(?:[ \t]*[,;:/])+")
 _EMPTY_BRACKETS = re.compile(r"\([ \t]*\)")
 _PN_PARTS = re.compile(r"[\^=]")
 _ADDRESS_PARTS = re.compile(r"[,;\n\r^]")
-# Name particles, titles and words too common to stand for a person on their own.
-_NOT_NAMES = frozenset(
-    {
-        "van", "der", "den", "de", "het", "ten", "ter", "te", "op", "in", "la", "le", "du",
-        "da", "di", "von", "zu", "dr", "mr", "mrs", "ms", "jr", "sr", "md", "phd", "prof",
-        "the", "and", "of",
-    }
-)  # fmt: skip
+_NOT_NAMES = NAME_PARTICLES
 _MONTHS = {
     name: number
     for number, names in enumerate(
