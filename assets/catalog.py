@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
+from collections.abc import Callable
+
 import dagster as dg
 import polars as pl
 
@@ -17,6 +19,7 @@ from screenlake.tables import (
     INSTANCE_CATALOG,
     SERIES_CATALOG,
     STUDY_CATALOG,
+    TableSchema,
 )
 
 
@@ -51,6 +54,20 @@ def instance_catalog(
     )
 
 
+def _roll_up(
+    context: dg.AssetExecutionContext,
+    research_zone: ZoneStore,
+    lake: LakeDatabase,
+    pseudonym_key: PseudonymKey,
+    roll_up: Callable[[pl.DataFrame], pl.DataFrame],
+    table: TableSchema,
+) -> int:
+    """Write one batch's roll-up of the instance catalogue; returns its rows."""
+    batch, key = batch_of(context), pseudonym_key.key()
+    frame = roll_up(read_batch_table(research_zone, INSTANCE_CATALOG, batch, key))
+    return write_batch_table(research_zone, lake, frame, table, batch, key)
+
+
 @dg.asset(
     deps=[instance_catalog],
     group_name="catalog",
@@ -64,9 +81,9 @@ def series_catalog(
     pseudonym_key: PseudonymKey,
 ) -> dg.MaterializeResult:
     """One row per series, rolled up from the instance catalogue."""
-    batch, key = batch_of(context), pseudonym_key.key()
-    frame = catalog.series_catalog(read_batch_table(research_zone, INSTANCE_CATALOG, batch, key))
-    rows = write_batch_table(research_zone, lake, frame, SERIES_CATALOG, batch, key)
+    rows = _roll_up(
+        context, research_zone, lake, pseudonym_key, catalog.series_catalog, SERIES_CATALOG
+    )
     return dg.MaterializeResult(metadata={"series": rows})
 
 
@@ -83,9 +100,9 @@ def study_catalog(
     pseudonym_key: PseudonymKey,
 ) -> dg.MaterializeResult:
     """One row per study, rolled up from the instance catalogue."""
-    batch, key = batch_of(context), pseudonym_key.key()
-    frame = catalog.study_catalog(read_batch_table(research_zone, INSTANCE_CATALOG, batch, key))
-    rows = write_batch_table(research_zone, lake, frame, STUDY_CATALOG, batch, key)
+    rows = _roll_up(
+        context, research_zone, lake, pseudonym_key, catalog.study_catalog, STUDY_CATALOG
+    )
     return dg.MaterializeResult(metadata={"studies": rows})
 
 
