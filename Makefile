@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DAGSTER_HOME := $(CURDIR)/var/dagster
 DEMO_KEYS := $(CURDIR)/var/phi/keys
 
-.PHONY: install demo test ui clean
+.PHONY: install servers demo test ui clean
 
 install: $(INSTALLED)
 
@@ -19,7 +19,17 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(BIN)/python -m orchestration.demo
 
-test: $(INSTALLED)
+# The servers the tests start on loopback: Orthanc (with its DICOMweb plugin) from Debian.
+servers:
+	@if ! command -v Orthanc >/dev/null 2>&1 || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; \
+	  else \
+	    echo "the tests need Orthanc: run 'sudo apt-get install orthanc orthanc-dicomweb' (Debian)" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: $(INSTALLED) servers
 	$(BIN)/python -m pytest
 
 # The UI on the demo's instance. Outside the demo, set the two keys in the environment.

@@ -59,7 +59,7 @@ def raw_instances(
     files = source_files_of(
         read_parquet(SOURCE_FILES, phi_zone.path(layout.source_files_path(batch)))
     )
-    manifest = land_files(files, batch, source.fetch, phi_zone.path(layout.raw_dir(batch)))
+    manifest = land_files(files, batch, source, phi_zone.path(layout.raw_dir(batch)))
     write_parquet(manifest, LANDED_INSTANCES, phi_zone.path(layout.raw_manifest_path(batch)))
     size = int(manifest["size_bytes"].sum()) if manifest.height else 0
     return dg.MaterializeResult(

@@ -2,13 +2,13 @@
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
-import json
 from datetime import timedelta
 
 import dagster as dg
 
 from orchestration.partitions import partition_key, study_dates
 from resources.sources import StudySource
+from screenlake.pacs.cursor import due_days
 from screenlake.programmes import PROGRAMME_NAMES
 
 screening_job = dg.define_asset_job(
@@ -40,15 +40,17 @@ def nightly_screening(context: dg.ScheduleEvaluationContext) -> list[dg.RunReque
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
-def export_drop_sensor(context: dg.SensorEvaluationContext, source: StudySource) -> dg.SensorResult:
-    """Launch every programme's run for each day that newly appears in the source."""
-    seen = set(json.loads(context.cursor)) if context.cursor else set()
-    first = study_dates.start.date()
-    new_days = [d for d in source.available_days() if d.isoformat() not in seen and d >= first]
+def new_studies_sensor(context: dg.SensorEvaluationContext, source: StudySource) -> dg.SensorResult:
+    """Launch every programme's run for each day that is new in the source or gained studies
+    or files since the last look (the cursor holds a count summary per day, no identifiers)."""
+    summaries = source.day_summaries()
+    due, cursor = due_days(summaries, context.cursor, first=study_dates.start.date())
     requests = [
-        dg.RunRequest(run_key=f"{day.isoformat()}|{p}", partition_key=partition_key(day, p))
-        for day in new_days
-        for p in PROGRAMME_NAMES
+        dg.RunRequest(
+            run_key=f"{day.isoformat()}|{programme}|{summaries[day]}",
+            partition_key=partition_key(day, programme),
+        )
+        for day in due
+        for programme in PROGRAMME_NAMES
     ]
-    cursor = json.dumps(sorted(seen | {d.isoformat() for d in new_days}))
     return dg.SensorResult(run_requests=requests, cursor=cursor)

@@ -25,3 +25,24 @@ class ModelIntegrityError(ScreenlakeError):
 
 class UnreadableInstanceError(ScreenlakeError):
     """An input file cannot be used; the message is the quarantine reason."""
+
+
+class PacsError(ScreenlakeError):
+    """A PACS could not answer what screenlake asked of it. Messages name the endpoint (URL, or
+    host:port and AE titles) and counts, never a patient, a UID or a path that holds one."""
+
+
+class PacsUnavailableError(PacsError):
+    """The PACS stayed unreachable or kept failing after every retry; the message names it."""
+
+
+class PacsRefusedError(PacsError):
+    """The PACS refused us for a reason retrying cannot fix: credentials, AE titles, access."""
+
+
+class IncompleteRetrievalError(PacsError):
+    """Some instances the PACS listed could not be retrieved; the partition is incomplete."""
+
+
+class IncompleteLandingError(ScreenlakeError):
+    """Fewer files landed than the source listed; what did land is kept for the re-run."""

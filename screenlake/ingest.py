@@ -7,17 +7,23 @@ routed are not dropped: they travel as `SourceFile`s with a `problem` and end in
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path, PurePosixPath
+from typing import Protocol, cast
 
 import polars as pl
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from screenlake.fsutil import fresh_staging_folder, sha256_of, swap_in_folder
-from screenlake.layout import Batch
+from screenlake.errors import IncompleteLandingError
+from screenlake.fsutil import (
+    sha256_of,  # noqa: F401  (re-exported: the manifest's checksum)
+    swap_in_folder,
+)
+from screenlake.layout import Batch, raw_manifest_path
+from screenlake.pacs.landing import FileKey, LandingJournal, PreviousFile
 from screenlake.programmes import PROGRAMME_NAMES, route_study
 from screenlake.tables import LANDED_INSTANCES, SOURCE_FILES, STUDY_INDEX, frame_of
 
@@ -256,36 +262,131 @@ def source_files_of(frame: pl.DataFrame) -> list[SourceFile]:
     ]
 
 
+class BatchFetcher(Protocol):
+    """What a source offers beyond fetching one file: a batch path and a cheap checksum."""
+
+    def fetch_many(
+        self,
+        files: Sequence[tuple[SourceFile, Path]],
+        on_file: Callable[[SourceFile, Path], None],
+    ) -> None:
+        """Write each file to its path; call `on_file` once a file is complete."""
+
+    def source_checksum(self, file: SourceFile) -> str | None:
+        """SHA-256 of the file as the source holds it, when that is cheap to know; else None."""
+
+
+class _OneByOne:
+    """A plain fetch function as a `BatchFetcher`."""
+
+    def __init__(self, fetch: Callable[[SourceFile, Path], None]) -> None:
+        self._fetch = fetch
+
+    def fetch_many(
+        self,
+        files: Sequence[tuple[SourceFile, Path]],
+        on_file: Callable[[SourceFile, Path], None],
+    ) -> None:
+        for file, path in files:
+            self._fetch(file, path)
+            on_file(file, path)
+
+    def source_checksum(self, file: SourceFile) -> str | None:
+        return None
+
+
+def batch_fetcher(fetch: Callable[[SourceFile, Path], None] | BatchFetcher) -> BatchFetcher:
+    """A source's own batch path when `fetch` is a source, else one file at a time."""
+    if _is_batch_fetcher(fetch):
+        return cast(BatchFetcher, fetch)
+    return _OneByOne(cast(Callable[[SourceFile, Path], None], fetch))
+
+
+def _is_batch_fetcher(candidate: object) -> bool:
+    return callable(getattr(candidate, "fetch_many", None)) and callable(
+        getattr(candidate, "source_checksum", None)
+    )
+
+
+def _key(file: SourceFile) -> FileKey:
+    return (file.ref, file.sop_instance_uid)
+
+
+def _previous_landing(raw_dir: Path, manifest: Path) -> list[PreviousFile]:
+    """The files of the last complete landing, as its manifest lists them; none without one."""
+    if not manifest.is_file():
+        return []
+    try:
+        frame = pl.read_parquet(manifest, columns=_MANIFEST_COLUMNS)
+    except (OSError, pl.exceptions.PolarsError):
+        return []  # an unreadable manifest: everything is fetched again
+    return [
+        PreviousFile(
+            r["source_path"], r["sop_instance_uid"], raw_dir / r["landed_path"], r["sha256"]
+        )
+        for r in frame.iter_rows(named=True)
+        if "/" not in r["landed_path"]
+    ]
+
+
+_MANIFEST_COLUMNS = ["source_path", "sop_instance_uid", "landed_path", "sha256"]
+
+
 def land_files(
     files: Iterable[SourceFile],
     batch: Batch,
-    fetch: Callable[[SourceFile, Path], None],
+    fetch: Callable[[SourceFile, Path], None] | BatchFetcher,
     raw_dir: Path,
 ) -> pl.DataFrame:
-    """Copy the batch's files into `raw_dir` as <ordinal>.dcm and return their manifest.
+    """Land the batch's files in `raw_dir` as <ordinal>.dcm and return their manifest.
 
-    The folder is rebuilt beside the old one and swapped in whole, so a re-run replaces the
-    batch's landed files and never mixes two runs' files.
+    Incremental: a file already landed (same source reference and SOPInstanceUID, its landed
+    copy intact by SHA-256, and, where the source can tell cheaply, the same checksum at the
+    source) is taken over instead of fetched again, from the last complete landing or from a
+    landing that failed part way. The folder is built beside the old one and swapped in whole,
+    so readers never see a mix of two landings and nothing lands twice. When some files could
+    not be fetched, raises (IncompleteLandingError, or the source's own error) and keeps what
+    did land for the next run.
     """
-    staging = fresh_staging_folder(raw_dir)
-    rows = []
-    for ordinal, file in enumerate(files, start=1):
-        name = f"{ordinal:06d}.dcm"
-        target = staging / name
-        fetch(file, target)
-        rows.append(
-            {
-                "partition_date": batch.day,
-                "programme": batch.programme,
-                "ordinal": ordinal,
-                "source_path": file.ref,
-                "landed_path": name,
-                "size_bytes": target.stat().st_size,
-                "sha256": sha256_of(target),
-                "study_instance_uid": file.study_instance_uid,
-                "sop_instance_uid": file.sop_instance_uid,
-                "problem": file.problem,
-            }
+    files = list(files)
+    fetcher = batch_fetcher(fetch)
+    journal = LandingJournal.open(raw_dir.with_name(raw_dir.name + ".staging"))
+    previous = _previous_landing(raw_dir, raw_dir / raw_manifest_path(batch).name)
+    journal.adopt(previous, {_key(f) for f in files})
+    todo = []
+    for file in files:
+        entry = journal.get(_key(file))
+        if entry is not None and fetcher.source_checksum(file) in (None, entry.sha256):
+            continue
+        todo.append((file, journal.new_path()))
+    if todo:
+
+        def record(file: SourceFile, path: Path) -> None:
+            journal.record(file.ref, file.sop_instance_uid, path)
+
+        fetcher.fetch_many(todo, record)
+    missing = sum(1 for f in files if journal.get(_key(f)) is None)
+    if missing:
+        raise IncompleteLandingError(
+            f"{missing} of {len(files)} files of the partition did not land; the "
+            f"{len(files) - missing} that did are kept, and re-running the partition fetches "
+            "only the rest"
         )
-    swap_in_folder(staging, raw_dir)
+    landed = journal.finish([(_key(f), f"{i:06d}.dcm") for i, f in enumerate(files, start=1)])
+    swap_in_folder(journal.staging, raw_dir)
+    rows = [
+        {
+            "partition_date": batch.day,
+            "programme": batch.programme,
+            "ordinal": ordinal,
+            "source_path": file.ref,
+            "landed_path": entry.name,
+            "size_bytes": entry.size,
+            "sha256": entry.sha256,
+            "study_instance_uid": file.study_instance_uid,
+            "sop_instance_uid": file.sop_instance_uid,
+            "problem": file.problem,
+        }
+        for ordinal, (file, entry) in enumerate(zip(files, landed, strict=True), start=1)
+    ]
     return frame_of(rows, LANDED_INSTANCES)

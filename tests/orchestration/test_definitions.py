@@ -48,7 +48,7 @@ def test_definitions_list_every_asset_check_job_schedule_and_sensor() -> None:
         assert graph.get_check_spec(check).blocking, check
     assert defs.resolve_job_def("screening_pipeline") is not None
     assert defs.resolve_schedule_def("nightly_screening").cron_schedule == "0 2 * * *"
-    assert defs.resolve_sensor_def("export_drop_sensor") is not None
+    assert defs.resolve_sensor_def("new_studies_sensor") is not None
 
 
 def test_assets_sit_in_their_pipeline_groups_with_kinds_and_descriptions() -> None:

@@ -1,0 +1,334 @@
+"""A PACS over DICOMweb: QIDO-RS finds a day's studies, WADO-RS retrieves their instances.
+
+Credentials come from the environment at run time (basic auth with SCREENLAKE_DICOMWEB_USER and
+SCREENLAKE_DICOMWEB_PASSWORD, or a bearer token in SCREENLAKE_DICOMWEB_TOKEN). Errors and logs
+name the server's URL and counts; request URLs, which hold UIDs, are never repeated.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydantic import PrivateAttr
+from pydicom.dataset import Dataset
+
+from resources.sources import StudySource
+from screenlake.errors import ConfigurationError, IncompleteRetrievalError, PacsRefusedError
+from screenlake.ingest import DayListing, SourceFile
+from screenlake.pacs.listing import InstanceRef, build_listing, day_summaries
+from screenlake.pacs.parallel import run_workers, split_evenly
+from screenlake.pacs.query import (
+    INSTANCE_KEYS,
+    SERIES_KEYS,
+    STUDY_KEYS,
+    InstanceHit,
+    SeriesHit,
+    StudyHit,
+    dicom_date,
+    from_qido,
+    instance_hit,
+    lookback_range,
+    qido_study_filters,
+    routed_modalities,
+    series_hit,
+    study_hit,
+)
+from screenlake.pacs.retry import RetryPolicy, TransientError, with_retry
+
+USER_ENV = "SCREENLAKE_DICOMWEB_USER"
+PASSWORD_ENV = "SCREENLAKE_DICOMWEB_PASSWORD"
+TOKEN_ENV = "SCREENLAKE_DICOMWEB_TOKEN"
+# As stored: the PACS sends each instance in its own transfer syntax, compressed or not.
+_AS_STORED = (("application/dicom", "*"),)
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class _Missing(Exception):
+    """The server no longer holds an instance it listed (HTTP 404 or 410)."""
+
+
+class DicomWebSource(StudySource):
+    """A DICOMweb server (QIDO-RS and WADO-RS), e.g. `https://pacs.example.org/dicom-web`."""
+
+    url: str
+    username: str | None = None
+    password_env: str = PASSWORD_ENV
+    token_env: str = TOKEN_ENV
+    connections: int = 4
+    lookback_days: int = 7
+    lookback_until: str | None = None
+    retry_attempts: int = 5
+    retry_delay_s: float = 1.0
+    timeout_s: float = 60.0
+    page_size: int = 1000
+
+    _counts: Counter[str] = PrivateAttr(default_factory=Counter)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    # Configuration, connections, retries
+
+    @property
+    def endpoint(self) -> str:
+        """The server's URL without any credentials: what errors and logs name."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+    def request_counts(self) -> dict[str, int]:
+        """HTTP requests made so far by kind (qido, wado), attempts included."""
+        with self._lock:
+            return dict(self._counts)
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self._counts[kind] += 1
+
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.retry_attempts, first_delay_s=self.retry_delay_s)
+
+    @contextmanager
+    def _clients(self, count: int = 1) -> Iterator[list[DICOMwebClient]]:
+        """`count` clients, each with its own HTTP session (connection pool), closed after."""
+        sessions = [requests.Session() for _ in range(count)]
+        try:
+            yield [self._client(session) for session in sessions]
+        finally:
+            for session in sessions:
+                session.close()
+
+    def _client(self, session: requests.Session) -> DICOMwebClient:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                "SCREENLAKE_DICOMWEB_URL must be an http:// or https:// URL of the DICOMweb "
+                "root, e.g. https://pacs.example.org/dicom-web"
+            )
+        if self.connections < 1:
+            raise ConfigurationError(
+                f"SCREENLAKE_PACS_CONNECTIONS must be at least 1; got {self.connections}"
+            )
+        token = dg.EnvVar(self.token_env).get_value()
+        if token:
+            session.headers["Authorization"] = f"Bearer {token}"
+        elif self.username:
+            session.auth = (self.username, dg.EnvVar(self.password_env).get_value() or "")
+        client = DICOMwebClient(url=self.url.rstrip("/"), session=session, timeout=self.timeout_s)
+        client.set_http_retry_params(retry=False)  # ours retries, with the policy configured
+        return client
+
+    def _call(self, kind: str, what: str, operation: Callable[[], Any]) -> Any:
+        """One request with retries; HTTP errors sorted into retry, refusal and missing."""
+
+        def attempt() -> Any:
+            self._count(kind)
+            try:
+                return operation()
+            except requests.HTTPError as error:
+                raise self._http_error(error) from None
+            except requests.RequestException as error:
+                # Connection refused or reset, timeouts, a body cut short: the server may return.
+                raise TransientError(type(error).__name__) from None
+
+        return with_retry(attempt, policy=self._policy(), endpoint=self.endpoint, what=what)
+
+    def _http_error(self, error: requests.HTTPError) -> Exception:
+        status = error.response.status_code if error.response is not None else 0
+        if status in _TRANSIENT_STATUS:
+            return TransientError(f"HTTP {status}")
+        if status in (404, 410):
+            return _Missing(f"HTTP {status}")
+        if status in (401, 403):
+            return PacsRefusedError(
+                f"the DICOMweb server at {self.endpoint} refused our credentials (HTTP {status}); "
+                f"set {USER_ENV} and {PASSWORD_ENV}, or {TOKEN_ENV}, to an account allowed to "
+                "search and retrieve"
+            )
+        return PacsRefusedError(
+            f"the DICOMweb server at {self.endpoint} refused a request (HTTP {status}); check "
+            "SCREENLAKE_DICOMWEB_URL points at the DICOMweb root"
+        )
+
+    # Searching
+
+    def _search(
+        self, what: str, search: Callable[[int, int], list[dict[str, Any]]]
+    ) -> Iterator[Dataset]:
+        """Every result of a QIDO search, page by page."""
+        offset = 0
+        while True:
+            try:
+                page = self._call("qido", what, functools.partial(search, offset, self.page_size))
+            except _Missing:
+                return
+            yield from (from_qido(r) for r in page)
+            if len(page) < self.page_size:
+                return
+            offset += len(page)
+
+    def _studies(self, client: DICOMwebClient, study_date: str) -> list[StudyHit]:
+        hits: list[StudyHit] = []
+        for modality in routed_modalities():
+
+            def search(offset: int, limit: int, m: str = modality) -> list[dict[str, Any]]:
+                return client.search_for_studies(
+                    search_filters=qido_study_filters(study_date, m),
+                    fields=list(STUDY_KEYS),
+                    offset=offset,
+                    limit=limit,
+                )
+
+            hits.extend(
+                h for ds in self._search("searching studies", search) if (h := study_hit(ds))
+            )
+        return hits
+
+    def _series(self, client: DICOMwebClient, study_uid: str) -> list[SeriesHit]:
+        def search(offset: int, limit: int) -> list[dict[str, Any]]:
+            return client.search_for_series(
+                study_uid, fields=list(SERIES_KEYS), offset=offset, limit=limit
+            )
+
+        found = self._search("searching series", search)
+        return [h for ds in found if (h := series_hit(ds, study_uid))]
+
+    def _instances(self, client: DICOMwebClient, study_uid: str) -> list[InstanceHit]:
+        def search(offset: int, limit: int) -> list[dict[str, Any]]:
+            return client.search_for_instances(
+                study_uid, fields=list(INSTANCE_KEYS), offset=offset, limit=limit
+            )
+
+        found = self._search("searching instances", search)
+        return [h for ds in found if (h := instance_hit(ds, study_uid))]
+
+    def _lookback(self) -> str:
+        return lookback_range(self.lookback_until, self.lookback_days, date.today())
+
+    def available_days(self) -> list[date]:
+        """Days of the look-back window (SCREENLAKE_PACS_LOOKBACK_DAYS up to today) that hold
+        studies of a routed modality: one QIDO search per modality."""
+        return sorted(self.day_summaries())
+
+    def day_summaries(self) -> dict[date, str]:
+        """Studies and instances per day of the look-back window."""
+        with self._clients() as (client,):
+            return day_summaries(self._studies(client, self._lookback()))
+
+    def list_day(self, day: date) -> DayListing:
+        """QIDO-RS: the day's studies per routed modality, their series (routing) and instances."""
+        with self._clients() as (client,):
+            studies = self._studies(client, dicom_date(day))
+            uids = sorted({s.study_uid for s in studies})
+            series = {uid: self._series(client, uid) for uid in uids}
+            instances = {uid: self._instances(client, uid) for uid in uids}
+        result = build_listing(day, studies, series, instances)
+        dg.get_dagster_logger().info(
+            f"DICOMweb {self.endpoint}: {len(result.listing.studies)} routed studies on "
+            f"{day.isoformat()} with {result.listing.file_count} instances; left out "
+            f"{result.unrouted_studies} unrouted, {result.empty_studies} empty and "
+            f"{result.other_day_studies} of another date"
+        )
+        return result.listing
+
+    # Retrieving
+
+    def _retrieve(self, client: DICOMwebClient, ref: InstanceRef) -> Dataset:
+        if ref.sop_uid is not None:
+            sop_uid = ref.sop_uid
+            dataset: Dataset = self._call(
+                "wado",
+                "retrieving an instance",
+                lambda: client.retrieve_instance(
+                    ref.study_uid, ref.series_uid, sop_uid, media_types=_AS_STORED
+                ),
+            )
+            return dataset
+
+        # Listed without a SOPInstanceUID: only its series can be asked for, streamed until the
+        # instance's position among the series' unnamed instances is reached.
+        def unnamed() -> Dataset:
+            position = 0
+            for ds in client.iter_series(ref.study_uid, ref.series_uid, media_types=_AS_STORED):
+                if "SOPInstanceUID" not in ds:
+                    position += 1
+                    if position == ref.unnamed:
+                        return ds
+            raise _Missing("an instance listed without SOPInstanceUID is not in its series")
+
+        found: Dataset = self._call("wado", "retrieving a series", unnamed)
+        return found
+
+    def fetch(self, file: SourceFile, destination: Path) -> None:
+        """WADO-RS: one instance, as stored."""
+        try:
+            with self._clients() as (client,):
+                _write(self._retrieve(client, InstanceRef.parse(file.ref)), destination)
+        except _Missing as missing:
+            raise IncompleteRetrievalError(
+                f"the DICOMweb server at {self.endpoint} no longer holds an instance it listed "
+                f"({missing}); re-run the partition to list it afresh"
+            ) from None
+
+    def fetch_many(
+        self,
+        files: Sequence[tuple[SourceFile, Path]],
+        on_file: Callable[[SourceFile, Path], None],
+    ) -> None:
+        """WADO-RS over `connections` sessions, each taking whole series; raises
+        IncompleteRetrievalError when the server no longer holds some listed instances."""
+        by_series: dict[str, list[tuple[SourceFile, Path]]] = {}
+        for file, path in files:
+            ref = InstanceRef.parse(file.ref)
+            by_series.setdefault(f"{ref.study_uid}/{ref.series_uid}", []).append((file, path))
+        chunks = split_evenly(list(by_series.values()), self.connections)
+
+        def work(
+            chunk: tuple[DICOMwebClient, list[tuple[SourceFile, Path]]],
+            report: Callable[[tuple[SourceFile, Path]], None],
+            stop: threading.Event,
+        ) -> list[str]:
+            client, items = chunk
+            missing = []
+            for file, path in items:
+                if stop.is_set():
+                    break
+                try:
+                    _write(self._retrieve(client, InstanceRef.parse(file.ref)), path)
+                except _Missing as reason:
+                    missing.append(str(reason))
+                    continue
+                report((file, path))
+            return missing
+
+        with self._clients(len(chunks)) as clients:
+            results = run_workers(
+                list(zip(clients, chunks, strict=True)), work, lambda done: on_file(*done)
+            )
+        missing = Counter(reason for reasons in results for reason in reasons)
+        if missing:
+            raise IncompleteRetrievalError(
+                f"{sum(missing.values())} of {len(files)} instances to retrieve from the "
+                f"DICOMweb server at {self.endpoint} could not be retrieved "
+                f"({', '.join(f'{n} x {r}' for r, n in sorted(missing.items()))}); the partition "
+                "is incomplete. The instances that did land are kept; re-run the partition "
+                "when the PACS holds the rest."
+            )
+
+
+def _write(dataset: Dataset, destination: Path) -> None:
+    """Write a retrieved instance with the file meta it came with; atomically, so a file is
+    either whole or absent."""
+    temporary = destination.with_name(destination.name + ".part")
+    dataset.save_as(temporary, enforce_file_format=False)
+    os.replace(temporary, destination)
