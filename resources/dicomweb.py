@@ -8,6 +8,7 @@ name the server's URL and counts; request URLs, which hold UIDs, are never repea
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from collections import Counter
@@ -28,6 +29,9 @@ from resources.sources import StudySource
 from screenlake.errors import ConfigurationError, IncompleteRetrievalError, PacsRefusedError
 from screenlake.ingest import DayListing, SourceFile
 from screenlake.pacs.listing import InstanceRef, build_listing, day_summaries
+
+# dicomweb-client logs request URLs, which hold study and instance UIDs, at DEBUG.
+logging.getLogger("dicomweb_client").setLevel(logging.INFO)
 from screenlake.pacs.parallel import run_workers, split_evenly
 from screenlake.pacs.query import (
     INSTANCE_KEYS,
