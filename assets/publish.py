@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from assets._shared import read_batch_table
@@ -9,10 +11,20 @@ from assets.deidentify import pseudonym_vault
 from assets.validate import validated_findings
 from orchestration.partitions import batch_of, screening_partitions
 from resources.secrets import PseudonymKey, VaultKey
+from resources.sources import StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
+from screenlake.findings_report import SR_SOP_CLASS_UID
+from screenlake.pacs.store import WRITTEN_TO_OUTBOX
+from screenlake.pacs_reports import (
+    build_reports,
+    patients_by_study,
+    pending_reports,
+    send_reports,
+    sent_table,
+)
 from screenlake.reidentify import append_audit, audit_record
-from screenlake.tables import VALIDATED_FINDINGS
+from screenlake.tables import LANDED_INSTANCES, VALIDATED_FINDINGS, read_parquet
 from screenlake.vault import read_vault
 from screenlake.worklist import coordinator_worklist as worklist_of
 from screenlake.worklist import write_csv
@@ -53,5 +65,64 @@ def coordinator_worklist(
         metadata={
             "studies_to_review": worklist.height,
             "worklist": f"PHI zone: {path}",
+        }
+    )
+
+
+@dg.asset(
+    group_name="publish",
+    partitions_def=screening_partitions,
+    deps=[validated_findings, pseudonym_vault],
+    kinds={"dicom"},
+    pool="pacs",
+)
+def pacs_findings_reports(
+    context: dg.AssetExecutionContext,
+    source: StudySource,
+    phi_zone: ZoneStore,
+    research_zone: ZoneStore,
+    pseudonym_key: PseudonymKey,
+    vault_key: VaultKey,
+) -> dg.MaterializeResult:
+    """A DICOM Structured Report per flagged study (score, flag, model identification, and that
+    it is decision support for clinician review), filed into the original study and sent to the
+    PACS by the source (STOW-RS or C-STORE), or left in the PHI zone's outbox when the source
+    cannot store. Which reports were accepted is recorded in the PHI zone."""
+    batch, key = batch_of(context), pseudonym_key.key()
+    findings = read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key)
+    vault = read_vault(phi_zone.path(layout.vault_path(batch)), vault_key.cipher())
+    manifest = read_parquet(LANDED_INSTANCES, phi_zone.path(layout.raw_manifest_path(batch)))
+    patients = patients_by_study(manifest, phi_zone.path(layout.raw_dir(batch)))
+    pending = pending_reports(findings, vault, patients)
+    reports = build_reports(pending, key)
+    outcomes = send_reports(source.store, reports, phi_zone.path(layout.outbox_dir(batch)))
+    sent = sent_table(reports, outcomes, datetime.now(UTC))
+    path = layout.reports_sent_path(batch)
+    write_csv(sent, phi_zone.path(path))
+    append_audit(
+        phi_zone.path(layout.REIDENTIFICATION_LOG),
+        audit_record(
+            requested_by=f"dagster run {context.run.run_id}",
+            purpose=f"findings reports to the PACS {batch.programme}",
+            source="validated_findings",
+            rows_in=len(pending),
+            rows_reidentified=len(reports),
+        ),
+    )
+    outboxed = sum(o.reason == WRITTEN_TO_OUTBOX for o in outcomes)
+    accepted = sum(o.accepted for o in outcomes)
+    if len(outcomes) - accepted - outboxed:
+        context.log.warning(
+            f"the PACS did not accept {len(outcomes) - accepted - outboxed} of "
+            f"{len(outcomes)} findings reports; see the sent table in the PHI zone"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "reports": len(reports),
+            "reports_accepted": accepted,
+            "reports_refused": len(outcomes) - accepted - outboxed,
+            "reports_written_to_outbox": outboxed,
+            "sop_class": SR_SOP_CLASS_UID.name,
+            "sent": f"PHI zone: {path}",
         }
     )

@@ -1,4 +1,5 @@
-"""A PACS over DICOMweb: QIDO-RS finds a day's studies, WADO-RS retrieves their instances.
+"""A PACS over DICOMweb: QIDO-RS finds a day's studies, WADO-RS retrieves their instances,
+STOW-RS sends our findings reports back.
 
 Credentials come from the environment at run time (basic auth with SCREENLAKE_DICOMWEB_USER and
 SCREENLAKE_DICOMWEB_PASSWORD, or a bearer token in SCREENLAKE_DICOMWEB_TOKEN). Errors and logs
@@ -50,6 +51,7 @@ from screenlake.pacs.query import (
     study_hit,
 )
 from screenlake.pacs.retry import RetryPolicy, TransientError, with_retry
+from screenlake.pacs.store import StoreOutcome, stow_outcomes
 
 USER_ENV = "SCREENLAKE_DICOMWEB_USER"
 PASSWORD_ENV = "SCREENLAKE_DICOMWEB_PASSWORD"
@@ -328,6 +330,43 @@ class DicomWebSource(StudySource):
                 "is incomplete. The instances that did land are kept; re-run the partition "
                 "when the PACS holds the rest."
             )
+
+    # Storing
+
+    def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
+        """STOW-RS: every dataset in one request, retried while the server is unreachable or
+        busy. A partial refusal (HTTP 409) still gives an outcome per instance."""
+        if not datasets:
+            return []
+        sent = [str(ds.SOPInstanceUID) for ds in datasets]
+        with self._clients() as (client,):
+
+            def post() -> Dataset:
+                try:
+                    response: Dataset = client.store_instances(list(datasets))
+                except requests.HTTPError as error:
+                    if error.response is None or error.response.status_code != 409:
+                        raise
+                    return _stow_failure_body(error.response)
+                return response
+
+            answer: Dataset = self._call("stow", "storing instances", post)
+        outcomes = stow_outcomes(answer, sent)
+        dg.get_dagster_logger().info(
+            f"DICOMweb {self.endpoint}: STOW-RS of {len(sent)} instances, "
+            f"{sum(o.accepted for o in outcomes)} accepted"
+        )
+        return outcomes
+
+
+def _stow_failure_body(response: requests.Response) -> Dataset:
+    """The Store Instances Response a server sends with HTTP 409, or an empty one."""
+    if "json" not in response.headers.get("Content-Type", ""):
+        return Dataset()
+    try:
+        return Dataset.from_json(response.json())
+    except ValueError:
+        return Dataset()
 
 
 def _write(dataset: Dataset, destination: Path) -> None:

@@ -1,5 +1,6 @@
 """A PACS over DIMSE: C-FIND at study, series and image level finds a day's instances; C-GET on
-our own associations, or C-MOVE to screenlake's storage SCP, retrieves them.
+our own associations, or C-MOVE to screenlake's storage SCP, retrieves them; C-STORE sends our
+findings reports back.
 
 AE titles, host and ports come from configuration. Errors and logs name the endpoint (host:port
 and both AE titles) and counts, never a UID.
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import dagster as dg
 from pydantic import PrivateAttr
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -57,6 +59,7 @@ from screenlake.pacs.query import (
     study_identifier,
 )
 from screenlake.pacs.retry import RetryPolicy, TransientError, with_retry
+from screenlake.pacs.store import StoreOutcome, c_store_outcome
 
 T = TypeVar("T")
 FIND = StudyRootQueryRetrieveInformationModelFind
@@ -124,10 +127,14 @@ class DimseSource(StudySource):
                 f"SCREENLAKE_PACS_CONNECTIONS must be at least 1; got {self.associations}"
             )
 
-    def _ae(self, *, retrieving: bool) -> AE:
+    def _ae(self, *, retrieving: bool, storing: Sequence[str] = ()) -> AE:
         ae = AE(ae_title=self.calling_aet)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         ae.connection_timeout = min(self.timeout_s, 10.0)
+        for sop_class in storing:
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        if storing:
+            return ae
         ae.add_requested_context(FIND)
         if retrieving and self.retrieve == "move":
             ae.add_requested_context(MOVE)
@@ -140,11 +147,16 @@ class DimseSource(StudySource):
 
     @contextmanager
     def _association(
-        self, *, retrieving: bool, on_store: Callable[[evt.Event], int] | None = None
+        self,
+        *,
+        retrieving: bool,
+        on_store: Callable[[evt.Event], int] | None = None,
+        storing: Sequence[str] = (),
     ) -> Iterator[Association]:
-        """An association with the PACS, retried while it is unreachable."""
+        """An association with the PACS, retried while it is unreachable; with `storing`, one
+        that proposes only those storage SOP classes, for C-STORE."""
         self._check()
-        ae = self._ae(retrieving=retrieving)
+        ae = self._ae(retrieving=retrieving, storing=storing)
         roles: list[Any] = (
             [build_role(sop_class, scp_role=True) for sop_class in _STORAGE_CLASSES]
             if retrieving and self.retrieve == "get"
@@ -368,3 +380,38 @@ class DimseSource(StudySource):
                         )
                     final = int(status.Status)
                 retrieval.settle(request, final)
+
+    # Storing
+
+    def store(self, datasets: Sequence[Dataset]) -> list[StoreOutcome]:
+        """C-STORE each dataset over one association proposing their SOP classes; the whole
+        batch is sent again if the association drops (a PACS keeps one instance per UID)."""
+        if not datasets:
+            return []
+        sop_classes = sorted({str(ds.SOPClassUID) for ds in datasets})
+
+        def attempt() -> list[StoreOutcome]:
+            outcomes = []
+            with self._association(retrieving=False, storing=sop_classes) as assoc:
+                accepted = {str(c.abstract_syntax) for c in assoc.accepted_contexts}
+                for ds in datasets:
+                    if str(ds.SOPClassUID) not in accepted:
+                        outcomes.append(
+                            StoreOutcome(str(ds.SOPInstanceUID), False, "SOP class refused")
+                        )
+                        continue
+                    self._count("c-store")
+                    status = assoc.send_c_store(ds)
+                    if not status or "Status" not in status:
+                        raise TransientError("the association ended during C-STORE")
+                    outcomes.append(c_store_outcome(str(ds.SOPInstanceUID), int(status.Status)))
+            return outcomes
+
+        outcomes = with_retry(
+            attempt, policy=self._policy(), endpoint=self.endpoint, what="storing instances"
+        )
+        dg.get_dagster_logger().info(
+            f"DIMSE {self.endpoint}: C-STORE of {len(outcomes)} instances, "
+            f"{sum(o.accepted for o in outcomes)} accepted"
+        )
+        return outcomes

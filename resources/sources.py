@@ -6,6 +6,8 @@ Three methods make a source: `available_days`, `list_day`, `fetch`. Two more hav
 source overrides when it can do better: `fetch_many` (a batch over a few connections, which
 `land_files` uses when the source offers it) and `source_checksum` (what an incremental landing
 compares a landed file with). `day_summaries` tells a sensor which days gained studies.
+`store` sends instances (our findings reports) back; a source that cannot store raises
+NotImplementedError, and the caller keeps the instances elsewhere.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
+import pydicom
 
 from screenlake.fsutil import sha256_of
 from screenlake.ingest import DayListing, SourceFile, scan_drop_day
+from screenlake.pacs.store import StoreOutcome
 
 DAY_FOLDER_FORMAT = "%Y%m%d"
 
@@ -60,6 +64,12 @@ class StudySource(dg.ConfigurableResource, ABC):
         """For each available day, a short text that changes when the day gains studies or
         files: a sensor compares it with its cursor. Counts only, never identifiers."""
         return {day: "" for day in self.available_days()}
+
+    def store(self, datasets: Sequence[pydicom.Dataset]) -> list[StoreOutcome]:
+        """Send `datasets` to the source, one outcome per instance in the same order. The default
+        cannot: a folder export has no way back into the PACS, so it raises NotImplementedError
+        and the caller writes the instances somewhere a person can import them from."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store instances")
 
 
 class ExportDropSource(StudySource):

@@ -72,6 +72,16 @@ def worklist_path(batch: Batch, suffix: str = "csv") -> PurePosixPath:
     return PurePosixPath("worklists") / batch.programme / f"{batch.day.isoformat()}.{suffix}"
 
 
+def reports_sent_path(batch: Batch) -> PurePosixPath:
+    """Which findings reports the PACS accepted for the batch (SR UIDs, original study UIDs)."""
+    return PurePosixPath("reports") / batch.phi_prefix / "sent.csv"
+
+
+def outbox_dir(batch: Batch) -> PurePosixPath:
+    """Findings reports of the batch kept for import when the source cannot store them."""
+    return PurePosixPath("outbox") / batch.phi_prefix
+
+
 REIDENTIFICATION_LOG = PurePosixPath("audit") / "reidentifications.csv"
 DEMO_PSEUDONYM_KEY = PurePosixPath("keys") / "pseudonym.key"
 DEMO_VAULT_KEY = PurePosixPath("keys") / "vault.key"

@@ -169,6 +169,22 @@ def test_worklist_rows_match_flagged_studies(
         assert ranks == sorted(ranks)
 
 
+def test_findings_reports_go_to_the_phi_outbox_from_a_drop(pipeline: PipelineRun) -> None:
+    flagged = _lake(pipeline, "validated_findings").filter(pl.col("flag").fill_null(False))
+    rows = []
+    for path in sorted((pipeline.phi / "reports").rglob("sent.csv")):
+        with path.open() as handle:
+            rows.extend(csv.DictReader(handle))
+    assert len(rows) == flagged.height
+    assert all(r["accepted"] == "False" and r["reason"] == "written to outbox" for r in rows)
+    outbox = {p.stem: p for p in (pipeline.phi / "outbox").rglob("*.dcm")}
+    assert set(outbox) == {r["sop_instance_uid"] for r in rows}
+    for row in rows:
+        report = pydicom.dcmread(outbox[row["sop_instance_uid"]])
+        assert report.StudyInstanceUID == row["original_study_instance_uid"]
+        assert report.Modality == "SR"
+
+
 def _by_file(run: PipelineRun) -> list[list[dict[str, str]]]:
     out = []
     for path in sorted((run.phi / "worklists").rglob("*.csv")):

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import dagster as dg
+
 from orchestration.definitions import defs
 
 ASSETS = {
@@ -18,6 +20,7 @@ ASSETS = {
     "study_findings",
     "validated_findings",
     "coordinator_worklist",
+    "pacs_findings_reports",
 }
 CHECKS = {
     ("deidentified_instances", "every_landed_file_accounted_for"),
@@ -36,6 +39,7 @@ GROUPS = {
     "instance_predictions": "infer",
     "validated_findings": "validate",
     "coordinator_worklist": "publish",
+    "pacs_findings_reports": "publish",
 }
 
 
@@ -61,13 +65,13 @@ def test_assets_sit_in_their_pipeline_groups_with_kinds_and_descriptions() -> No
         assert node.kinds, name
         assert node.description, name
         assert node.partitions_def is not None, name
-    lineage = graph.get(
-        next(k for k in graph.get_all_asset_keys() if k.to_user_string() == "coordinator_worklist")
-    )
-    assert {p.to_user_string() for p in lineage.parent_keys} == {
-        "validated_findings",
-        "pseudonym_vault",
-    }
+    for published in ("coordinator_worklist", "pacs_findings_reports"):
+        lineage = graph.get(dg.AssetKey(published))
+        assert {p.to_user_string() for p in lineage.parent_keys} == {
+            "validated_findings",
+            "pseudonym_vault",
+        }
+    assert graph.get(dg.AssetKey("pacs_findings_reports")).pools == {"pacs"}
 
 
 def test_the_code_location_loads_without_torch_or_great_expectations() -> None:
