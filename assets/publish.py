@@ -14,15 +14,7 @@ from resources.secrets import PseudonymKey, VaultKey
 from resources.sources import StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
-from screenlake.findings_report import SR_SOP_CLASS_UID
 from screenlake.pacs.store import WRITTEN_TO_OUTBOX
-from screenlake.pacs_reports import (
-    build_reports,
-    patients_by_study,
-    pending_reports,
-    send_reports,
-    sent_table,
-)
 from screenlake.reidentify import append_audit, audit_record
 from screenlake.tables import LANDED_INSTANCES, VALIDATED_FINDINGS, read_parquet
 from screenlake.vault import read_vault
@@ -88,6 +80,16 @@ def pacs_findings_reports(
     it is decision support for clinician review), filed into the original study and sent to the
     PACS by the source (STOW-RS or C-STORE), or left in the PHI zone's outbox when the source
     cannot store. Which reports were accepted is recorded in the PHI zone."""
+    # highdicom takes a while to import: only runs that build reports pay for it.
+    from screenlake.findings_report import SR_SOP_CLASS_UID
+    from screenlake.pacs_reports import (
+        build_reports,
+        patients_by_study,
+        pending_reports,
+        send_reports,
+        sent_table,
+    )
+
     batch, key = batch_of(context), pseudonym_key.key()
     findings = read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key)
     vault = read_vault(phi_zone.path(layout.vault_path(batch)), vault_key.cipher())
