@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
+import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydantic import PrivateAttr
@@ -30,6 +31,14 @@ from resources.sources import StudySource
 from screenlake.errors import ConfigurationError, IncompleteRetrievalError, PacsRefusedError
 from screenlake.ingest import DayListing, SourceFile
 from screenlake.pacs.listing import InstanceRef, build_listing, day_summaries
+from screenlake.pacs.multipart import (
+    Event,
+    MultipartError,
+    PartData,
+    PartStart,
+    boundary_of,
+    split_parts,
+)
 
 # dicomweb-client logs request URLs, which hold study and instance UIDs, at DEBUG.
 logging.getLogger("dicomweb_client").setLevel(logging.INFO)
@@ -58,6 +67,8 @@ PASSWORD_ENV = "SCREENLAKE_DICOMWEB_PASSWORD"
 TOKEN_ENV = "SCREENLAKE_DICOMWEB_TOKEN"
 # As stored: the PACS sends each instance in its own transfer syntax, compressed or not.
 _AS_STORED = (("application/dicom", "*"),)
+_ACCEPT_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+_CHUNK = 1 << 20
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -249,37 +260,101 @@ class DicomWebSource(StudySource):
 
     # Retrieving
 
-    def _retrieve(self, client: DICOMwebClient, ref: InstanceRef) -> Dataset:
+    @contextmanager
+    def _sessions(self, count: int = 1) -> Iterator[list[requests.Session]]:
+        """`count` HTTP sessions set up as the clients' are (auth, checks), closed after."""
+        sessions = [requests.Session() for _ in range(count)]
+        try:
+            for session in sessions:
+                self._client(session)
+            yield sessions
+        finally:
+            for session in sessions:
+                session.close()
+
+    def _stream(
+        self,
+        session: requests.Session,
+        path: str,
+        what: str,
+        take: Callable[[Iterator[Path]], bool],
+        temporary: Path,
+    ) -> None:
+        """One WADO-RS request (with retries) for `path` under the server's root, its parts
+        written as they arrive, each to `temporary`; `take` gets an iterator of the temporary file
+        as each part is written whole, and returns True once it has what it wanted."""
+        url = f"{self.url.rstrip('/')}/{path}"
+
+        def attempt() -> None:
+            self._count("wado")
+            try:
+                with session.get(
+                    url,
+                    headers={"Accept": _ACCEPT_AS_STORED},
+                    timeout=self.timeout_s,
+                    stream=True,
+                ) as response:
+                    response.raise_for_status()
+                    boundary = boundary_of(response.headers.get("Content-Type", ""))
+                    chunks = response.iter_content(chunk_size=_CHUNK)
+                    if not take(_written_parts(split_parts(chunks, boundary), temporary)):
+                        raise _Missing(
+                            "an instance listed without SOPInstanceUID is not in its series"
+                        )
+            except requests.HTTPError as error:
+                temporary.unlink(missing_ok=True)
+                raise self._http_error(error) from None
+            except requests.RequestException as error:
+                temporary.unlink(missing_ok=True)
+                raise TransientError(type(error).__name__) from None
+            except MultipartError as error:
+                temporary.unlink(missing_ok=True)
+                raise TransientError(f"a malformed answer ({error})") from None
+
+        with_retry(attempt, policy=self._policy(), endpoint=self.endpoint, what=what)
+
+    def _retrieve(self, session: requests.Session, ref: InstanceRef, destination: Path) -> None:
+        """WADO-RS: write the instance `ref` names to `destination` as the server stores it,
+        atomically (whole or absent), without parsing it."""
+        temporary = destination.with_name(destination.name + ".part")
+        series = f"studies/{ref.study_uid}/series/{ref.series_uid}"
         if ref.sop_uid is not None:
-            sop_uid = ref.sop_uid
-            dataset: Dataset = self._call(
-                "wado",
+
+            def first(parts: Iterator[Path]) -> bool:
+                for written in parts:
+                    os.replace(written, destination)
+                    return True
+                raise _Missing("the server answered without the instance")
+
+            self._stream(
+                session,
+                f"{series}/instances/{ref.sop_uid}",
                 "retrieving an instance",
-                lambda: client.retrieve_instance(
-                    ref.study_uid, ref.series_uid, sop_uid, media_types=_AS_STORED
-                ),
+                first,
+                temporary,
             )
-            return dataset
+            return
 
         # Listed without a SOPInstanceUID: only its series can be asked for, streamed until the
         # instance's position among the series' unnamed instances is reached.
-        def unnamed() -> Dataset:
+        def unnamed(parts: Iterator[Path]) -> bool:
             position = 0
-            for ds in client.iter_series(ref.study_uid, ref.series_uid, media_types=_AS_STORED):
-                if "SOPInstanceUID" not in ds:
+            for written in parts:
+                if _sop_uid(written) is None:
                     position += 1
                     if position == ref.unnamed:
-                        return ds
-            raise _Missing("an instance listed without SOPInstanceUID is not in its series")
+                        os.replace(written, destination)
+                        return True
+                written.unlink(missing_ok=True)
+            return False
 
-        found: Dataset = self._call("wado", "retrieving a series", unnamed)
-        return found
+        self._stream(session, series, "retrieving a series", unnamed, temporary)
 
     def fetch(self, file: SourceFile, destination: Path) -> None:
         """WADO-RS: one instance, as stored."""
         try:
-            with self._clients() as (client,):
-                _write(self._retrieve(client, InstanceRef.parse(file.ref)), destination)
+            with self._sessions() as (session,):
+                self._retrieve(session, InstanceRef.parse(file.ref), destination)
         except _Missing as missing:
             raise IncompleteRetrievalError(
                 f"the DICOMweb server at {self.endpoint} no longer holds an instance it listed "
@@ -300,26 +375,26 @@ class DicomWebSource(StudySource):
         chunks = split_evenly(list(by_series.values()), self.connections)
 
         def work(
-            chunk: tuple[DICOMwebClient, list[tuple[SourceFile, Path]]],
+            chunk: tuple[requests.Session, list[tuple[SourceFile, Path]]],
             report: Callable[[tuple[SourceFile, Path]], None],
             stop: threading.Event,
         ) -> list[str]:
-            client, items = chunk
+            session, items = chunk
             missing = []
             for file, path in items:
                 if stop.is_set():
                     break
                 try:
-                    _write(self._retrieve(client, InstanceRef.parse(file.ref)), path)
+                    self._retrieve(session, InstanceRef.parse(file.ref), path)
                 except _Missing as reason:
                     missing.append(str(reason))
                     continue
                 report((file, path))
             return missing
 
-        with self._clients(len(chunks)) as clients:
+        with self._sessions(len(chunks)) as sessions:
             results = run_workers(
-                list(zip(clients, chunks, strict=True)), work, lambda done: on_file(*done)
+                list(zip(sessions, chunks, strict=True)), work, lambda done: on_file(*done)
             )
         missing = Counter(reason for reasons in results for reason in reasons)
         if missing:
@@ -369,9 +444,31 @@ def _stow_failure_body(response: requests.Response) -> Dataset:
         return Dataset()
 
 
-def _write(dataset: Dataset, destination: Path) -> None:
-    """Write a retrieved instance with the file meta it came with; atomically, so a file is
-    either whole or absent."""
-    temporary = destination.with_name(destination.name + ".part")
-    dataset.save_as(temporary, enforce_file_format=False)
-    os.replace(temporary, destination)
+def _written_parts(events: Iterator[Event], temporary: Path) -> Iterator[Path]:
+    """Write each part of a multipart answer to `temporary` as it streams in, yielding the file
+    once the part is whole; a part cut short is left behind for the caller to remove."""
+    out = None
+    try:
+        for event in events:
+            if isinstance(event, PartStart):
+                out = open(temporary, "wb")  # noqa: SIM115 - closed at the part's end
+            elif isinstance(event, PartData):
+                assert out is not None
+                out.write(event.data)
+            else:
+                assert out is not None
+                out.close()
+                out = None
+                yield temporary
+    finally:
+        if out is not None:
+            out.close()
+
+
+def _sop_uid(path: Path) -> str | None:
+    """The SOPInstanceUID of a written instance, read without its pixels."""
+    dataset = pydicom.dcmread(
+        path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True
+    )
+    value = dataset.get("SOPInstanceUID")
+    return str(value) if value else None
