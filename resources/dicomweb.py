@@ -42,7 +42,7 @@ from screenlake.pacs.multipart import (
 
 # dicomweb-client logs request URLs, which hold study and instance UIDs, at DEBUG.
 logging.getLogger("dicomweb_client").setLevel(logging.INFO)
-from screenlake.pacs.parallel import run_workers, split_evenly
+from screenlake.pacs.parallel import run_workers
 from screenlake.pacs.query import (
     INSTANCE_KEYS,
     SERIES_KEYS,
@@ -70,6 +70,8 @@ _AS_STORED = (("application/dicom", "*"),)
 _ACCEPT_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _CHUNK = 1 << 20
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# A series the batch asks this many instances of or more comes in one request.
+_SERIES_AT_LEAST = 2
 
 
 class _Missing(Exception):
@@ -361,35 +363,119 @@ class DicomWebSource(StudySource):
                 f"({missing}); re-run the partition to list it afresh"
             ) from None
 
+    def _retrieve_series(
+        self,
+        session: requests.Session,
+        items: list[tuple[SourceFile, Path]],
+        report: Callable[[tuple[SourceFile, Path]], None],
+        stop: threading.Event,
+    ) -> list[str]:
+        """WADO-RS: the instances `items` name, all of one series, with one request for the
+        series; each part is written to a temporary file, kept (and reported) when the batch
+        asked for it and removed otherwise. What the answer lacked is asked for instance by
+        instance. Returns why each instance that could not be retrieved is missing."""
+        named: dict[str, tuple[SourceFile, Path]] = {}
+        unnamed: dict[int, tuple[SourceFile, Path]] = {}
+        for file, path in items:
+            ref = InstanceRef.parse(file.ref)
+            if ref.sop_uid is None:
+                unnamed[ref.unnamed] = (file, path)
+            else:
+                named[ref.sop_uid] = (file, path)
+        first = InstanceRef.parse(items[0][0].ref)
+        series = f"studies/{first.study_uid}/series/{first.series_uid}"
+        temporary = items[0][1].with_name(items[0][1].name + ".part")
+        taken: set[str | int] = set()  # kept across attempts: a retry takes only the rest
+
+        def keep(key: str | int, item: tuple[SourceFile, Path], written: Path) -> None:
+            os.replace(written, item[1])
+            taken.add(key)
+            report(item)
+
+        def take(parts: Iterator[Path]) -> bool:
+            position = 0
+            for written in parts:
+                sop = _sop_uid(written)
+                if sop is None:
+                    position += 1
+                key: str | int = sop if sop is not None else position
+                item = named.get(sop) if sop is not None else unnamed.get(position)
+                if item is not None and key not in taken:
+                    keep(key, item, written)
+                else:
+                    written.unlink(missing_ok=True)
+                if stop.is_set() or len(taken) == len(named) + len(unnamed):
+                    return True
+            return True
+
+        try:
+            self._stream(session, series, "retrieving a series", take, temporary)
+        except _Missing:
+            pass  # the series is gone as a whole: each instance is asked for on its own
+        finally:
+            temporary.unlink(missing_ok=True)
+        missing = []
+        for sop, item in named.items():
+            if sop in taken:
+                continue
+            if stop.is_set():
+                break
+            try:
+                self._retrieve(session, InstanceRef.parse(item[0].ref), item[1])
+            except _Missing as reason:
+                missing.append(str(reason))
+                continue
+            report(item)
+        if not stop.is_set():
+            missing.extend(
+                "an instance listed without SOPInstanceUID is not in its series"
+                for position in unnamed
+                if position not in taken
+            )
+        return missing
+
     def fetch_many(
         self,
         files: Sequence[tuple[SourceFile, Path]],
         on_file: Callable[[SourceFile, Path], None],
     ) -> None:
-        """WADO-RS over `connections` sessions, each taking whole series; raises
+        """WADO-RS over `connections` sessions, each taking whole series: a series the batch
+        asks two or more instances of comes in one request, a lone instance in its own; raises
         IncompleteRetrievalError when the server no longer holds some listed instances."""
         by_series: dict[str, list[tuple[SourceFile, Path]]] = {}
         for file, path in files:
             ref = InstanceRef.parse(file.ref)
             by_series.setdefault(f"{ref.study_uid}/{ref.series_uid}", []).append((file, path))
-        chunks = split_evenly(list(by_series.values()), self.connections)
+        # Whole series onto the connection with the fewest instances so far, largest first.
+        buckets: list[list[list[tuple[SourceFile, Path]]]] = [
+            [] for _ in range(max(self.connections, 1))
+        ]
+        for group in sorted(by_series.values(), key=len, reverse=True):
+            min(buckets, key=lambda b: sum(len(g) for g in b)).append(group)
+        chunks = [b for b in buckets if b]
 
         def work(
-            chunk: tuple[requests.Session, list[tuple[SourceFile, Path]]],
+            chunk: tuple[requests.Session, list[list[tuple[SourceFile, Path]]]],
             report: Callable[[tuple[SourceFile, Path]], None],
             stop: threading.Event,
         ) -> list[str]:
-            session, items = chunk
+            session, groups = chunk
             missing = []
-            for file, path in items:
+            for group in groups:
                 if stop.is_set():
                     break
-                try:
-                    self._retrieve(session, InstanceRef.parse(file.ref), path)
-                except _Missing as reason:
-                    missing.append(str(reason))
+                if len(group) >= _SERIES_AT_LEAST:
+                    missing.extend(self._retrieve_series(session, group, report, stop))
                     continue
-                report((file, path))
+                for file, path in group:
+                    if stop.is_set():
+                        break
+                    try:
+                        self._retrieve(session, InstanceRef.parse(file.ref), path)
+                    except _Missing as reason:
+                        missing.append(str(reason))
+                        continue
+                    report((file, path))
             return missing
 
         with self._sessions(len(chunks)) as sessions:
