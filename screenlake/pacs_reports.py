@@ -20,10 +20,10 @@ import polars as pl
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from screenlake.errors import VaultError
 from screenlake.findings_report import StudyFinding, findings_report
 from screenlake.keys import keyed_uid
 from screenlake.pacs.store import WRITTEN_TO_OUTBOX, StoreOutcome
+from screenlake.reidentify import reidentify_flagged
 
 SENT_SCHEMA = {
     "sop_instance_uid": pl.String,
@@ -103,26 +103,8 @@ def pending_reports(
 ) -> list[PendingReport]:
     """Flagged validated findings re-identified through the vault; raises VaultError when a
     flagged study has no vault entry."""
-    flagged = findings.filter(pl.col("flag").fill_null(False))
-    joined = flagged.join(
-        vault.select(
-            "study_instance_uid",
-            "patient_id",
-            "accession_number",
-            "original_study_instance_uid",
-            "original_study_date",
-        ),
-        on="study_instance_uid",
-        how="left",
-    )
-    unknown = joined.filter(pl.col("patient_id").is_null()).height
-    if unknown:
-        raise VaultError(
-            f"{unknown} flagged studies have no vault entry; re-materialise pseudonym_vault for "
-            "this partition with the same pseudonym key"
-        )
     pending = []
-    for row in joined.sort("priority_rank").iter_rows(named=True):
+    for row in reidentify_flagged(findings, vault).iter_rows(named=True):
         patient = patients.get(row["original_study_instance_uid"], Patient(None, None, None))
         finding = StudyFinding(
             original_study_instance_uid=row["original_study_instance_uid"],

@@ -65,18 +65,34 @@ def read_findings(path: Path) -> pl.DataFrame:
     return frame
 
 
+# What the vault gives back for a pseudonymous study.
+_IDENTITIES = (
+    "study_instance_uid",
+    "patient_id",
+    "accession_number",
+    "original_study_instance_uid",
+    "original_study_date",
+)
+
+
 def reidentify(findings: pl.DataFrame, vault: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Findings with patient ID, accession number and real study date added, and how many
-    rows the vault did not know."""
-    identities = vault.select(
-        "study_instance_uid",
-        "patient_id",
-        "accession_number",
-        pl.col("original_study_date").alias("original_study_date"),
-    )
-    joined = findings.join(identities, on="study_instance_uid", how="left")
+    """Findings with patient ID, accession number, original study UID and real study date
+    added, and how many rows the vault did not know."""
+    joined = findings.join(vault.select(_IDENTITIES), on="study_instance_uid", how="left")
     unmatched = joined.filter(pl.col("patient_id").is_null()).height
     return joined.filter(pl.col("patient_id").is_not_null()), unmatched
+
+
+def reidentify_flagged(findings: pl.DataFrame, vault: pl.DataFrame) -> pl.DataFrame:
+    """The flagged findings re-identified, by priority; raises VaultError when a flagged study
+    has no vault entry, because a flag nobody can recall must not pass unnoticed."""
+    rows, unknown = reidentify(findings.filter(pl.col("flag").fill_null(False)), vault)
+    if unknown:
+        raise VaultError(
+            f"{unknown} flagged studies have no vault entry; re-materialise pseudonym_vault for "
+            "this partition with the same pseudonym key"
+        )
+    return rows.sort("priority_rank")
 
 
 def inside(path: Path, root: Path) -> bool:

@@ -12,25 +12,13 @@ from pathlib import Path
 
 import polars as pl
 
-from screenlake.errors import VaultError
+from screenlake.reidentify import reidentify_flagged
 from screenlake.tables import COORDINATOR_WORKLIST, conform
 
 
 def coordinator_worklist(findings: pl.DataFrame, vault: pl.DataFrame) -> pl.DataFrame:
     """Flagged findings joined to the vault, ordered by priority; raises if a study is unknown."""
-    flagged = findings.filter(pl.col("flag").fill_null(False))
-    joined = flagged.join(
-        vault.select("study_instance_uid", "patient_id", "accession_number", "original_study_date"),
-        on="study_instance_uid",
-        how="left",
-    )
-    unknown = joined.filter(pl.col("patient_id").is_null()).height
-    if unknown:
-        raise VaultError(
-            f"{unknown} flagged studies have no vault entry; re-materialise pseudonym_vault for "
-            "this partition with the same pseudonym key"
-        )
-    frame = joined.sort("priority_rank").select(
+    frame = reidentify_flagged(findings, vault).select(
         "priority_rank",
         "programme",
         "patient_id",

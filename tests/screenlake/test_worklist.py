@@ -31,6 +31,7 @@ def _vault() -> pl.DataFrame:
             "study_instance_uid": ["2.25.1", "2.25.2", "2.25.3", "2.25.4"],
             "patient_id": ["111", "222", "333", "444"],
             "accession_number": ["A1", "A2", "A3", "A4"],
+            "original_study_instance_uid": ["1.2.1", "1.2.2", "1.2.3", "1.2.4"],
             "original_study_date": [date(2024, 3, 12)] * 4,
         }
     )
