@@ -4,7 +4,8 @@ the same Orthanc serves the same instances to plain clients (curl, getscu).
 Usage: .venv/bin/python benchmarks/pacs_pull.py [--instances 5000] [--dimse-instances 1500]
            [--no-move] [--keep DIR]
 
-A loopback Orthanc (`_orthanc.py`, temporary storage, stopped by pid at the end) is loaded with
+A loopback Orthanc (the PACS tests' `tests/pacs/orthanc.py`, temporary storage, stopped by pid
+at the end) is loaded with
 a synthetic export of at least `--instances` instances (POSTed to /instances over a few
 connections; the upload is timed on its own). Then, each into a fresh folder:
 
@@ -43,8 +44,8 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
-from _orthanc import ORTHANC_AET, PASSWORD, SCREENLAKE_AET, USER, Orthanc
-
+# The repository root, so that the PACS tests' Orthanc launcher serves this benchmark too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from resources.dicomweb import PASSWORD_ENV, DicomWebSource
 from resources.dimse import DimseSource
 from resources.sources import StudySource
@@ -53,6 +54,7 @@ from screenlake.layout import Batch
 from screenlake.pacs.parallel import split_evenly
 from screenlake.programmes import PROGRAMME_NAMES
 from screenlake.synth.export import generate_export
+from tests.pacs.orthanc import ORTHANC_AET, PASSWORD, SCREENLAKE_AET, USER, Orthanc
 
 CT_SLICES = 40  # with half the studies one-image radiographs: about 20.5 instances a study
 START = date(2024, 3, 11)
@@ -108,7 +110,7 @@ def load(server: Orthanc, work: Path, wanted: int) -> tuple[int, int, float]:
         flush=True,
     )
     started = time.perf_counter()
-    taken = server.upload(files, UPLOAD_WORKERS)
+    taken = server.upload(files, UPLOAD_WORKERS, remember=False)
     seconds = time.perf_counter() - started
     held = server.instance_count()
     print(

@@ -1,9 +1,11 @@
-"""A real Orthanc on loopback for the PACS tests: its own temporary storage, free ports, the
-DICOMweb plugin, basic auth, and screenlake's AE title registered so that C-MOVE can reach
-screenlake's storage SCP. Started with Popen, stopped by its process id.
+"""A real Orthanc on loopback for the PACS tests and `benchmarks/pacs_pull.py`: its own
+temporary storage, free ports, the DICOMweb plugin, basic auth, and screenlake's AE title
+registered so that C-MOVE can reach screenlake's storage SCP. Started with Popen, stopped by its
+process id.
 
-A test that cannot find Orthanc fails; it does not skip. SCREENLAKE_TEST_ORTHANC and
-SCREENLAKE_TEST_ORTHANC_DICOMWEB point at other builds than Debian's.
+A missing or silent Orthanc raises OrthancUnavailable: a test that needs it fails, it does not
+skip. SCREENLAKE_TEST_ORTHANC and SCREENLAKE_TEST_ORTHANC_DICOMWEB point at other builds than
+Debian's.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
-import pytest
 import requests
 
 ORTHANC_AET = "ORTHANC"
@@ -38,11 +41,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class OrthancUnavailable(RuntimeError):
+    """Orthanc is not installed, exited at start, or did not answer in time."""
+
+
+def _plugin() -> str:
+    return os.environ.get("SCREENLAKE_TEST_ORTHANC_DICOMWEB") or _PLUGIN
+
+
 def _binary() -> str:
     candidate = os.environ.get("SCREENLAKE_TEST_ORTHANC") or shutil.which("Orthanc") or _BINARY
-    plugin = os.environ.get("SCREENLAKE_TEST_ORTHANC_DICOMWEB") or _PLUGIN
+    plugin = _plugin()
     if not Path(candidate).is_file() or not Path(plugin).exists():
-        pytest.fail(
+        raise OrthancUnavailable(
             f"Orthanc ({candidate}) or its DICOMweb plugin ({plugin}) is missing: install "
             "them (apt-get install orthanc orthanc-dicomweb, as `make test` does when root) or "
             "point SCREENLAKE_TEST_ORTHANC and SCREENLAKE_TEST_ORTHANC_DICOMWEB at them"
@@ -84,7 +95,7 @@ class Orthanc:
             "AuthenticationEnabled": True,
             "RegisteredUsers": {USER: PASSWORD},
             "DicomModalities": {"screenlake": [SCREENLAKE_AET, "127.0.0.1", self.scp_port]},
-            "Plugins": [os.environ.get("SCREENLAKE_TEST_ORTHANC_DICOMWEB") or _PLUGIN],
+            "Plugins": [_plugin()],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             # Files are read from disk every time, so a test can damage one on disk.
             "MaximumStorageCacheSize": 0,
@@ -106,7 +117,7 @@ class Orthanc:
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(
+                raise OrthancUnavailable(
                     f"Orthanc exited at start (code {self.process.returncode}); see {self.root}/orthanc.log"
                 )
             try:
@@ -116,7 +127,9 @@ class Orthanc:
                 pass
             time.sleep(0.05)
         self.stop()
-        pytest.fail(f"Orthanc did not answer on port {self.http_port} within {_START_TIMEOUT_S} s")
+        raise OrthancUnavailable(
+            f"Orthanc did not answer on port {self.http_port} within {_START_TIMEOUT_S} s"
+        )
 
     def stop(self) -> None:
         """Stop by process id: terminate, then kill if it lingers."""
@@ -138,21 +151,39 @@ class Orthanc:
             self.process.wait(timeout=_STOP_TIMEOUT_S)
             self.process = None
 
-    def upload(self, paths: list[Path]) -> int:
-        """POST files to /instances; returns how many Orthanc took (it refuses non-DICOM,
-        empty, truncated and UID-less files, as a PACS would)."""
-        taken = 0
-        with requests.Session() as session:
-            session.auth = (USER, PASSWORD)
-            for path in paths:
-                response = session.post(
-                    f"{self.rest}/instances", data=path.read_bytes(), timeout=30
-                )
-                if response.ok:
-                    sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-                    self.uploaded[sop] = path
-                    taken += 1
-        return taken
+    def upload(self, paths: list[Path], workers: int = 1, remember: bool = True) -> int:
+        """POST files to /instances over `workers` connections; returns how many Orthanc took
+        (it refuses non-DICOM, empty, truncated and UID-less files, as a PACS would). With
+        `remember`, `uploaded` maps each taken file's SOPInstanceUID to it."""
+        local = threading.local()
+        sessions: list[requests.Session] = []
+
+        def post(path: Path) -> bool:
+            session = getattr(local, "session", None)
+            if session is None:
+                session = local.session = requests.Session()
+                session.auth = (USER, PASSWORD)
+                sessions.append(session)
+            response = session.post(f"{self.rest}/instances", data=path.read_bytes(), timeout=60)
+            return response.ok
+
+        try:
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                taken = [path for path, ok in zip(paths, pool.map(post, paths)) if ok]
+        finally:
+            for session in sessions:
+                session.close()
+        if remember:
+            for path in taken:
+                sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+                self.uploaded[sop] = path
+        return len(taken)
+
+    def instance_count(self) -> int:
+        """Instances Orthanc holds."""
+        response = requests.get(f"{self.rest}/statistics", auth=(USER, PASSWORD), timeout=10)
+        response.raise_for_status()
+        return int(response.json()["CountInstances"])
 
     def _instance_id(self, sop_uid: str) -> str:
         response = requests.post(
