@@ -24,10 +24,9 @@ import dagster as dg
 import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
-from pydantic import PrivateAttr
 from pydicom.dataset import Dataset
 
-from resources.sources import StudySource
+from resources.pacs import PacsSource
 from screenlake.errors import ConfigurationError, IncompleteRetrievalError, PacsRefusedError
 from screenlake.ingest import DayListing, SourceFile
 from screenlake.pacs.listing import InstanceRef, build_listing, day_summaries
@@ -53,13 +52,12 @@ from screenlake.pacs.query import (
     dicom_date,
     from_qido,
     instance_hit,
-    lookback_range,
     qido_study_filters,
     routed_modalities,
     series_hit,
     study_hit,
 )
-from screenlake.pacs.retry import RetryPolicy, TransientError, with_retry
+from screenlake.pacs.retry import TransientError, with_retry
 from screenlake.pacs.store import StoreOutcome, stow_outcomes
 
 USER_ENV = "SCREENLAKE_DICOMWEB_USER"
@@ -78,7 +76,7 @@ class _Missing(Exception):
     """The server no longer holds an instance it listed (HTTP 404 or 410)."""
 
 
-class DicomWebSource(StudySource):
+class DicomWebSource(PacsSource):
     """A DICOMweb server (QIDO-RS and WADO-RS), e.g. `https://pacs.example.org/dicom-web`."""
 
     url: str
@@ -86,15 +84,7 @@ class DicomWebSource(StudySource):
     password_env: str = PASSWORD_ENV
     token_env: str = TOKEN_ENV
     connections: int = 4
-    lookback_days: int = 7
-    lookback_until: str | None = None
-    retry_attempts: int = 5
-    retry_delay_s: float = 1.0
-    timeout_s: float = 60.0
     page_size: int = 1000
-
-    _counts: Counter[str] = PrivateAttr(default_factory=Counter)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # Configuration, connections, retries
 
@@ -105,18 +95,6 @@ class DicomWebSource(StudySource):
         host = parts.hostname or ""
         netloc = f"{host}:{parts.port}" if parts.port else host
         return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-    def request_counts(self) -> dict[str, int]:
-        """HTTP requests made so far by kind (qido, wado), attempts included."""
-        with self._lock:
-            return dict(self._counts)
-
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self._counts[kind] += 1
-
-    def _policy(self) -> RetryPolicy:
-        return RetryPolicy(attempts=self.retry_attempts, first_delay_s=self.retry_delay_s)
 
     @contextmanager
     def _clients(self, count: int = 1) -> Iterator[list[DICOMwebClient]]:
@@ -230,14 +208,6 @@ class DicomWebSource(StudySource):
 
         found = self._search("searching instances", search)
         return [h for ds in found if (h := instance_hit(ds, study_uid))]
-
-    def _lookback(self) -> str:
-        return lookback_range(self.lookback_until, self.lookback_days, date.today())
-
-    def available_days(self) -> list[date]:
-        """Days of the look-back window (SCREENLAKE_PACS_LOOKBACK_DAYS up to today) that hold
-        studies of a routed modality: one QIDO search per modality."""
-        return sorted(self.day_summaries())
 
     def day_summaries(self) -> dict[date, str]:
         """Studies and instances per day of the look-back window."""

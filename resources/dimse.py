@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
-from pydantic import PrivateAttr
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
@@ -29,7 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from resources.sources import StudySource
+from resources.pacs import PacsSource
 from screenlake.errors import ConfigurationError, IncompleteRetrievalError, PacsRefusedError
 from screenlake.ingest import DayListing, SourceFile
 from screenlake.pacs.dimse import (
@@ -51,14 +50,13 @@ from screenlake.pacs.query import (
     dicom_date,
     instance_hit,
     instance_identifier,
-    lookback_range,
     routed_modalities,
     series_hit,
     series_identifier,
     study_hit,
     study_identifier,
 )
-from screenlake.pacs.retry import RetryPolicy, TransientError, with_retry
+from screenlake.pacs.retry import TransientError, with_retry
 from screenlake.pacs.store import StoreOutcome, c_store_outcome
 
 T = TypeVar("T")
@@ -73,7 +71,7 @@ _STORAGE_CLASSES = [
 ]
 
 
-class DimseSource(StudySource):
+class DimseSource(PacsSource):
     """A DICOM node answering C-FIND and C-GET or C-MOVE (Study Root)."""
 
     host: str
@@ -84,14 +82,6 @@ class DimseSource(StudySource):
     scp_host: str = "0.0.0.0"
     scp_port: int = 11113
     associations: int = 2
-    lookback_days: int = 7
-    lookback_until: str | None = None
-    retry_attempts: int = 5
-    retry_delay_s: float = 1.0
-    timeout_s: float = 60.0
-
-    _counts: Counter[str] = PrivateAttr(default_factory=Counter)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # Configuration, associations, retries
 
@@ -102,18 +92,6 @@ class DimseSource(StudySource):
             f"{self.host}:{self.port} (called AE {self.called_aet!r}, "
             f"calling AE {self.calling_aet!r})"
         )
-
-    def request_counts(self) -> dict[str, int]:
-        """Associations opened and DIMSE requests sent so far, by kind."""
-        with self._lock:
-            return dict(self._counts)
-
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self._counts[kind] += 1
-
-    def _policy(self) -> RetryPolicy:
-        return RetryPolicy(attempts=self.retry_attempts, first_delay_s=self.retry_delay_s)
 
     def _check(self) -> None:
         check_ae_title(self.called_aet, "SCREENLAKE_DIMSE_AET")
@@ -217,9 +195,6 @@ class DimseSource(StudySource):
             hits.extend(h for ds in found if (h := study_hit(ds)))
         return hits
 
-    def _lookback(self) -> str:
-        return lookback_range(self.lookback_until, self.lookback_days, date.today())
-
     def _query(self, what: str, run: Callable[[Association], T]) -> T:
         """Run a whole query on one association, again from the start if the PACS drops it."""
 
@@ -228,10 +203,6 @@ class DimseSource(StudySource):
                 return run(assoc)
 
         return with_retry(attempt, policy=self._policy(), endpoint=self.endpoint, what=what)
-
-    def available_days(self) -> list[date]:
-        """Days of the look-back window that hold studies of a routed modality (C-FIND)."""
-        return sorted(self.day_summaries())
 
     def day_summaries(self) -> dict[date, str]:
         """Studies and instances per day of the look-back window."""
