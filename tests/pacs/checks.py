@@ -11,11 +11,13 @@ from typing import Any
 import polars as pl
 import pydicom
 
+from orchestration.resources import resources_for
 from resources.dicomweb import DicomWebSource
 from resources.dimse import DimseSource
 from resources.sources import ExportDropSource, StudySource
 from screenlake.fsutil import sha256_of
 from screenlake.ingest import DayListing
+from tests.pacs.conftest import PacsExport
 from tests.pacs.orthanc import ORTHANC_AET, SCREENLAKE_AET, USER, Orthanc
 
 
@@ -87,3 +89,29 @@ def dimse(server: Orthanc, **settings: Any) -> DimseSource:
         "lookback_until": "2024-03-12",
     }
     return DimseSource(**(defaults | settings))
+
+
+def first_day_orthanc(root: Path, export: PacsExport) -> Orthanc:
+    """A started Orthanc of its own holding the export's first day (stop it when done)."""
+    server = Orthanc(root).start()
+    day = export.days[0].strftime("%Y%m%d")
+    server.upload([p for p in export.files if p.relative_to(export.drop).parts[0] == day])
+    return server
+
+
+def dicomweb_resources(server: Orthanc, zones: Path) -> dict[str, Any]:
+    """Resources for a Dagster run pulling from `server` over DICOMweb, zones under `zones`;
+    the password comes from the environment, as in a deployment."""
+    return resources_for(
+        "local",
+        {
+            "SCREENLAKE_PACS": "dicomweb",
+            "SCREENLAKE_DICOMWEB_URL": server.url,
+            "SCREENLAKE_DICOMWEB_USER": USER,
+            "SCREENLAKE_PACS_RETRIES": "2",
+            "SCREENLAKE_PACS_RETRY_DELAY": "0.05",
+            "SCREENLAKE_PHI_ZONE": str(zones / "phi"),
+            "SCREENLAKE_RESEARCH_ZONE": str(zones / "research"),
+            "SCREENLAKE_DEID_WORKERS": "1",
+        },
+    )

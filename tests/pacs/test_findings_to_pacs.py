@@ -18,11 +18,10 @@ import requests
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
-from orchestration.resources import resources_for
 from screenlake.findings_report import SR_SOP_CLASS_UID, StudyFinding, findings_report
 from screenlake.layout import Batch, reports_sent_path
 from screenlake.pacs.store import ACCEPTED
-from tests.pacs.checks import dimse
+from tests.pacs.checks import dicomweb_resources, dimse, first_day_orthanc
 from tests.pacs.conftest import PacsExport
 from tests.pacs.orthanc import PASSWORD, USER, Orthanc
 
@@ -37,12 +36,8 @@ def pacs(
     pacs_export: PacsExport, tmp_path_factory: pytest.TempPathFactory, dicomweb_password: str
 ) -> Iterator[Orthanc]:
     """An Orthanc of this module's own, holding the export's first day."""
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-reports")).start()
+    server = first_day_orthanc(tmp_path_factory.mktemp("orthanc-reports"), pacs_export)
     try:
-        day = pacs_export.days[0].strftime("%Y%m%d")
-        server.upload(
-            [p for p in pacs_export.files if p.relative_to(pacs_export.drop).parts[0] == day]
-        )
         yield server
     finally:
         server.stop()
@@ -69,19 +64,7 @@ def _sent(path: Path) -> list[dict[str, str]]:
 def test_every_flagged_study_gets_one_sr_in_its_original_study(
     pacs: Orthanc, pacs_export: PacsExport, session_keys: dict[str, str], tmp_path: Path
 ) -> None:
-    resources = resources_for(
-        "local",
-        {
-            "SCREENLAKE_PACS": "dicomweb",
-            "SCREENLAKE_DICOMWEB_URL": pacs.url,
-            "SCREENLAKE_DICOMWEB_USER": USER,  # the password is in the environment
-            "SCREENLAKE_PACS_RETRIES": "2",
-            "SCREENLAKE_PACS_RETRY_DELAY": "0.05",
-            "SCREENLAKE_PHI_ZONE": str(tmp_path / "phi"),
-            "SCREENLAKE_RESEARCH_ZONE": str(tmp_path / "research"),
-            "SCREENLAKE_DEID_WORKERS": "1",
-        },
-    )
+    resources = dicomweb_resources(pacs, tmp_path)
     day = pacs_export.days[0]
     instance = dg.DagsterInstance.ephemeral()
     graph: list[Any] = [*(defs.assets or []), *(defs.asset_checks or [])]

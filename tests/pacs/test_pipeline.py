@@ -14,12 +14,12 @@ import pytest
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
-from orchestration.resources import resources_for
 from screenlake.errors import IncompleteRetrievalError
 from screenlake.layout import Batch, raw_dir, source_files_path
 from screenlake.tables import SOURCE_FILES, read_parquet
+from tests.pacs.checks import dicomweb_resources, first_day_orthanc
 from tests.pacs.conftest import PacsExport
-from tests.pacs.orthanc import USER, Orthanc
+from tests.pacs.orthanc import Orthanc
 
 pytestmark = [pytest.mark.pacs, pytest.mark.slow]
 
@@ -31,12 +31,8 @@ def pacs(
     pacs_export: PacsExport, tmp_path_factory: pytest.TempPathFactory, dicomweb_password: str
 ) -> Iterator[Orthanc]:
     """An Orthanc of this module's own, holding the export's first day."""
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-pipeline")).start()
+    server = first_day_orthanc(tmp_path_factory.mktemp("orthanc-pipeline"), pacs_export)
     try:
-        day = pacs_export.days[0].strftime("%Y%m%d")
-        server.upload(
-            [p for p in pacs_export.files if p.relative_to(pacs_export.drop).parts[0] == day]
-        )
         yield server
     finally:
         server.stop()
@@ -61,19 +57,7 @@ def test_a_partition_from_dicomweb_is_published_only_once_complete(
     session_keys: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    resources = resources_for(
-        "local",
-        {
-            "SCREENLAKE_PACS": "dicomweb",
-            "SCREENLAKE_DICOMWEB_URL": pacs.url,
-            "SCREENLAKE_DICOMWEB_USER": USER,  # the password is in the environment
-            "SCREENLAKE_PACS_RETRIES": "2",
-            "SCREENLAKE_PACS_RETRY_DELAY": "0.05",
-            "SCREENLAKE_PHI_ZONE": str(tmp_path / "phi"),
-            "SCREENLAKE_RESEARCH_ZONE": str(tmp_path / "research"),
-            "SCREENLAKE_DEID_WORKERS": "1",
-        },
-    )
+    resources = dicomweb_resources(pacs, tmp_path)
     day = pacs_export.days[0]
     key = partition_key(day, PROGRAMME)
     instance = dg.DagsterInstance.ephemeral()
