@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from resources.deidentification import DeidentificationSettings
-from resources.dicomweb import DicomWebSource
-from resources.dimse import DimseSource
 from resources.lake import LakeDatabase
 from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey, VaultKey
@@ -68,7 +66,10 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
         return ExportDropSource(
             root=_setting(settings, "SCREENLAKE_DROP", PROJECT_ROOT / "var" / "drop")
         )
+    # The PACS clients load only where a PACS is configured: the code location stays fast.
     if kind == "dicomweb":
+        from resources.dicomweb import DicomWebSource
+
         common = _pacs_common(settings, connections=4)
         return DicomWebSource(
             url=_required(
@@ -80,6 +81,8 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
             **common,
         )
     if kind == "dimse":
+        from resources.dimse import DimseSource
+
         common = _pacs_common(settings, connections=2)
         return DimseSource(
             host=_required(settings, "SCREENLAKE_DIMSE_HOST", "set it to the PACS's host name"),

@@ -79,7 +79,7 @@ def test_the_code_location_loads_without_torch_or_great_expectations() -> None:
         """
         import sys
         import orchestration.definitions
-        heavy = sorted(m for m in ("torch", "great_expectations", "highdicom") if m in sys.modules)
+        heavy = sorted(m for m in ("torch", "great_expectations", "highdicom", "pynetdicom", "dicomweb_client", "matplotlib") if m in sys.modules)
         print(",".join(heavy))
         """
     )

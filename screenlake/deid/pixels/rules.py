@@ -22,6 +22,7 @@ pixel (0,0), x1 and y1 one past the last masked pixel (half open, like a slice
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -37,13 +38,21 @@ from pydicom.dataset import Dataset
 
 from screenlake.errors import ConfigurationError
 
-with warnings.catch_warnings():
-    # Importing deid.dicom imports its DicomCleaner, which uses a module pydicom 3 deprecates.
-    warnings.filterwarnings(
-        "ignore", "The 'pydicom.pixel_data_handlers' module", DeprecationWarning
-    )
-    from deid.dicom.filter import apply_filter
-    from deid.dicom.pixels.detect import evaluate_group
+
+@functools.cache
+def _deid_evaluation() -> tuple[Callable[..., Any], Callable[[list[Any]], Any]]:
+    """deid's `apply_filter` and `evaluate_group`, imported on first use: importing deid.dicom
+    imports its DicomCleaner and matplotlib with it, a quarter of a second nobody who never
+    evaluates a rule should pay (the Dagster code location, every batch worker)."""
+    with warnings.catch_warnings():
+        # DicomCleaner uses a module pydicom 3 deprecates.
+        warnings.filterwarnings(
+            "ignore", "The 'pydicom.pixel_data_handlers' module", DeprecationWarning
+        )
+        from deid.dicom.filter import apply_filter
+        from deid.dicom.pixels.detect import evaluate_group
+    return apply_filter, evaluate_group
+
 
 SCREENING_PIXEL_RULES = Path(__file__).resolve().parent.parent / "pixel_rules" / "screening.dicom"
 """The packaged example rule set (fictional vendors; see the file's comments)."""
@@ -80,6 +89,7 @@ class Criterion:
     joins: tuple[str, ...]
 
     def holds(self, ds: Dataset) -> bool:
+        apply_filter, evaluate_group = _deid_evaluation()
         flags: list[Any] = []
         for index, (action, keyword, value) in enumerate(self.tests):
             if index:
@@ -104,6 +114,7 @@ class PixelRule:
 
     def matches(self, ds: Dataset) -> bool:
         # deid joins a rule's lines with AND (evaluate_group on bare flags).
+        _, evaluate_group = _deid_evaluation()
         return bool(evaluate_group([criterion.holds(ds) for criterion in self.criteria]))
 
 
