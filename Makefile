@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DAGSTER_HOME := $(CURDIR)/var/dagster
 DEMO_KEYS := $(CURDIR)/var/phi/keys
 
-.PHONY: install servers demo test ui clean
+.PHONY: install servers demo demo-pacs test ui clean
 
 install: $(INSTALLED)
 
@@ -18,6 +18,10 @@ $(INSTALLED): pyproject.toml
 
 demo: $(INSTALLED)
 	$(BIN)/python -m orchestration.demo
+
+# The same demo pulled from a throwaway Orthanc on loopback: DEMO_PACS=dicomweb (default) or dimse.
+demo-pacs: $(INSTALLED) servers
+	$(BIN)/python -m orchestration.demo_pacs
 
 # The servers the tests start on loopback: Orthanc (with its DICOMweb plugin) from Debian.
 servers:

@@ -9,6 +9,7 @@ from resources.lake import LakeDatabase
 from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.quality import RuleOutcome
+from screenlake.reidentify import ReidentificationRecord, append_audit, write_audit_record
 from screenlake.tables import TableSchema, read_parquet, write_parquet
 
 
@@ -16,7 +17,7 @@ def read_batch_table(
     research_zone: ZoneStore, table: TableSchema, batch: layout.Batch, key: bytes
 ) -> pl.DataFrame:
     """One batch's rows of a lake table."""
-    return read_parquet(table, research_zone.path(layout.lake_table_path(table, batch, key)))
+    return read_parquet(table, research_zone.pull(layout.lake_table_path(table, batch, key)))
 
 
 def write_batch_table(
@@ -28,11 +29,24 @@ def write_batch_table(
     key: bytes,
 ) -> int:
     """Replace one batch's rows of a lake table and refresh the lake's views; returns rows."""
-    rows = write_parquet(
-        frame, table, research_zone.path(layout.lake_table_path(table, batch, key))
-    )
+    path = layout.lake_table_path(table, batch, key)
+    rows = write_parquet(frame, table, research_zone.path(path))
+    research_zone.push(path)
     lake.refresh_views()
     return rows
+
+
+def record_reidentification(
+    phi_zone: ZoneStore, record: ReidentificationRecord, writer: str
+) -> None:
+    """Audit one re-identification in the PHI zone: a row of the log in a local zone; in
+    object storage, an object of its own, so that concurrent writers never lose a row."""
+    if not phi_zone.is_remote:
+        append_audit(phi_zone.path(layout.REIDENTIFICATION_LOG), record)
+        return
+    path = layout.reidentification_record_path(record.at, writer)
+    write_audit_record(phi_zone.path(path), record)
+    phi_zone.push(path)
 
 
 def markdown_preview(frame: pl.DataFrame, rows: int = 5) -> dg.MetadataValue:

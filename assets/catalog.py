@@ -13,7 +13,7 @@ from orchestration.partitions import batch_of, screening_partitions
 from resources.lake import LakeDatabase
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
-from screenlake import catalog, quality
+from screenlake import catalog, layout, quality
 from screenlake.tables import (
     DEIDENTIFICATION_AUDIT,
     INSTANCE_CATALOG,
@@ -39,6 +39,7 @@ def instance_catalog(
     batch, key = batch_of(context), pseudonym_key.key()
     audit = read_batch_table(research_zone, DEIDENTIFICATION_AUDIT, batch, key)
     paths = audit.filter(pl.col("outcome") == "deidentified")["research_path"].to_list()
+    research_zone.pull(layout.research_dicom_dir(batch, key))
     frame = catalog.instance_catalog(
         research_zone.path(), paths, batch.research_id(key), batch.programme
     )

@@ -28,8 +28,8 @@ MAX_FINDINGS_SHOWN = 10
 
 
 def _landed(phi_zone: ZoneStore, batch: layout.Batch) -> tuple[pl.DataFrame, Path]:
-    manifest = read_parquet(LANDED_INSTANCES, phi_zone.path(layout.raw_manifest_path(batch)))
-    return manifest, phi_zone.path(layout.raw_dir(batch))
+    raw_dir = phi_zone.pull(layout.raw_dir(batch))
+    return read_parquet(LANDED_INSTANCES, raw_dir / layout.raw_manifest_path(batch).name), raw_dir
 
 
 @dg.asset(
@@ -71,6 +71,8 @@ def deidentified_instances(
         workers=deidentification.worker_count(),
     )
     seconds = time.perf_counter() - started
+    research_zone.push(output_prefix)
+    phi_zone.push(layout.quarantine_dir(batch))
     write_batch_table(research_zone, lake, result.audit, DEIDENTIFICATION_AUDIT, batch, key)
     return dg.MaterializeResult(
         metadata={
@@ -104,6 +106,7 @@ def pseudonym_vault(
     readable = manifest.filter(pl.col("problem").is_null())
     entries = vault_entries((raw_dir / p for p in readable["landed_path"]), pseudonym_key.key())
     write_vault(entries, phi_zone.path(layout.vault_path(batch)), vault_key.cipher())
+    phi_zone.push(layout.vault_path(batch))
     return dg.MaterializeResult(
         metadata={"studies": entries.height, "patients": entries["patient_id"].n_unique()}
     )
@@ -150,7 +153,7 @@ def no_identifiers_in_research_zone(
         (raw_dir / p for p in manifest["landed_path"]), deidentification.profile().options
     )
     root = research_zone.path()
-    batch_dir = research_zone.path(layout.research_dicom_dir(batch, pseudonym_key.key()))
+    batch_dir = research_zone.pull(layout.research_dicom_dir(batch, pseudonym_key.key()))
     files = sorted(batch_dir.rglob("*.dcm")) if batch_dir.exists() else []
     findings = scan_files(((f, f.relative_to(root).as_posix()) for f in files), index)
     return dg.AssetCheckResult(

@@ -14,7 +14,7 @@ from resources.lake import LakeDatabase
 from resources.models import DEFAULT_MODELS_ROOT, ModelRegistry
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
-from screenlake import quality
+from screenlake import layout, quality
 from screenlake.programmes import PROGRAMMES, get_programme
 from screenlake.tables import INSTANCE_CATALOG, INSTANCE_PREDICTIONS, STUDY_CATALOG, STUDY_FINDINGS
 
@@ -55,6 +55,7 @@ def instance_predictions(
     batch, key = batch_of(context), pseudonym_key.key()
     model = models.load(get_programme(batch.programme).model_name)
     instances = read_batch_table(research_zone, INSTANCE_CATALOG, batch, key)
+    research_zone.pull(layout.research_dicom_dir(batch, key))
     started = time.perf_counter()
     predictions = predict_instances(
         instances,

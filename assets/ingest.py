@@ -34,6 +34,8 @@ def pacs_studies(
     files = batch_files(listing, batch)
     write_parquet(studies, STUDY_INDEX, phi_zone.path(layout.study_index_path(batch)))
     write_parquet(files, SOURCE_FILES, phi_zone.path(layout.source_files_path(batch)))
+    phi_zone.push(layout.study_index_path(batch))
+    phi_zone.push(layout.source_files_path(batch))
     return dg.MaterializeResult(
         metadata={
             "studies": studies.height,
@@ -57,10 +59,12 @@ def raw_instances(
     """The partition's files landed in the PHI zone by ordinal, with checksums and a manifest."""
     batch = batch_of(context)
     files = source_files_of(
-        read_parquet(SOURCE_FILES, phi_zone.path(layout.source_files_path(batch)))
+        read_parquet(SOURCE_FILES, phi_zone.pull(layout.source_files_path(batch)))
     )
-    manifest = land_files(files, batch, source, phi_zone.path(layout.raw_dir(batch)))
+    # The previous landing comes along, so that only what is new or changed is fetched.
+    manifest = land_files(files, batch, source, phi_zone.pull(layout.raw_dir(batch)))
     write_parquet(manifest, LANDED_INSTANCES, phi_zone.path(layout.raw_manifest_path(batch)))
+    phi_zone.push(layout.raw_dir(batch))
     size = int(manifest["size_bytes"].sum()) if manifest.height else 0
     return dg.MaterializeResult(
         metadata={

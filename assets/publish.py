@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets._shared import read_batch_table
+from assets._shared import read_batch_table, record_reidentification
 from assets.deidentify import pseudonym_vault
 from assets.validate import validated_findings
 from orchestration.partitions import batch_of, screening_partitions
@@ -15,7 +15,7 @@ from resources.sources import StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.pacs.store import WRITTEN_TO_OUTBOX
-from screenlake.reidentify import append_audit, audit_record
+from screenlake.reidentify import audit_record
 from screenlake.tables import LANDED_INSTANCES, VALIDATED_FINDINGS, read_parquet
 from screenlake.vault import read_vault
 from screenlake.worklist import coordinator_worklist as worklist_of
@@ -39,12 +39,13 @@ def coordinator_worklist(
     be recalled, ordered by priority. Written to the PHI zone only."""
     batch, key = batch_of(context), pseudonym_key.key()
     findings = read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key)
-    vault = read_vault(phi_zone.path(layout.vault_path(batch)), vault_key.cipher())
+    vault = read_vault(phi_zone.pull(layout.vault_path(batch)), vault_key.cipher())
     worklist = worklist_of(findings, vault)
     path = layout.worklist_path(batch, "csv")
     write_csv(worklist, phi_zone.path(path))
-    append_audit(
-        phi_zone.path(layout.REIDENTIFICATION_LOG),
+    phi_zone.push(path)
+    record_reidentification(
+        phi_zone,
         audit_record(
             requested_by=f"dagster run {context.run.run_id}",
             purpose=f"coordinator worklist {batch.programme}",
@@ -52,6 +53,7 @@ def coordinator_worklist(
             rows_in=worklist.height,
             rows_reidentified=worklist.height,
         ),
+        writer=f"{context.run.run_id}-{context.asset_key.to_user_string()}",
     )
     return dg.MaterializeResult(
         metadata={
@@ -84,25 +86,32 @@ def pacs_findings_reports(
     from screenlake.findings_report import SR_SOP_CLASS_UID
     from screenlake.pacs_reports import (
         build_reports,
+        evidence_by_study,
         patients_by_study,
         pending_reports,
         send_reports,
         sent_table,
+        with_evidence,
     )
 
     batch, key = batch_of(context), pseudonym_key.key()
     findings = read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key)
-    vault = read_vault(phi_zone.path(layout.vault_path(batch)), vault_key.cipher())
-    manifest = read_parquet(LANDED_INSTANCES, phi_zone.path(layout.raw_manifest_path(batch)))
-    patients = patients_by_study(manifest, phi_zone.path(layout.raw_dir(batch)))
+    vault = read_vault(phi_zone.pull(layout.vault_path(batch)), vault_key.cipher())
+    raw_dir = phi_zone.pull(layout.raw_dir(batch))
+    manifest = read_parquet(LANDED_INSTANCES, raw_dir / layout.raw_manifest_path(batch).name)
+    patients = patients_by_study(manifest, raw_dir)
     pending = pending_reports(findings, vault, patients)
+    studies = [p.finding.original_study_instance_uid for p in pending]
+    pending = with_evidence(pending, evidence_by_study(manifest, raw_dir, studies))
     reports = build_reports(pending, key)
     outcomes = send_reports(source.store, reports, phi_zone.path(layout.outbox_dir(batch)))
     sent = sent_table(reports, outcomes, datetime.now(UTC))
     path = layout.reports_sent_path(batch)
     write_csv(sent, phi_zone.path(path))
-    append_audit(
-        phi_zone.path(layout.REIDENTIFICATION_LOG),
+    phi_zone.push(path)
+    phi_zone.push(layout.outbox_dir(batch))
+    record_reidentification(
+        phi_zone,
         audit_record(
             requested_by=f"dagster run {context.run.run_id}",
             purpose=f"findings reports to the PACS {batch.programme}",
@@ -110,6 +119,7 @@ def pacs_findings_reports(
             rows_in=len(pending),
             rows_reidentified=len(reports),
         ),
+        writer=f"{context.run.run_id}-{context.asset_key.to_user_string()}",
     )
     outboxed = sum(o.reason == WRITTEN_TO_OUTBOX for o in outcomes)
     accepted = sum(o.accepted for o in outcomes)

@@ -4,7 +4,7 @@ the same Orthanc serves the same instances to plain clients (curl, getscu).
 Usage: .venv/bin/python benchmarks/pacs_pull.py [--instances 5000] [--dimse-instances 1500]
            [--no-move] [--keep DIR]
 
-A loopback Orthanc (the PACS tests' `tests/pacs/orthanc.py`, temporary storage, stopped by pid
+A loopback Orthanc (`screenlake/devservers/orthanc.py`, temporary storage, stopped by pid
 at the end) is loaded with
 a synthetic export of at least `--instances` instances (POSTed to /instances over a few
 connections; the upload is timed on its own). Then, each into a fresh folder:
@@ -44,17 +44,15 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
-# The repository root, so that the PACS tests' Orthanc launcher serves this benchmark too.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from resources.dicomweb import PASSWORD_ENV, DicomWebSource
 from resources.dimse import DimseSource
 from resources.sources import StudySource
+from screenlake.devservers.orthanc import ORTHANC_AET, PASSWORD, SCREENLAKE_AET, USER, Orthanc
 from screenlake.ingest import DayListing, SourceFile, batch_files, land_files, source_files_of
 from screenlake.layout import Batch
 from screenlake.pacs.parallel import split_evenly
 from screenlake.programmes import PROGRAMME_NAMES
 from screenlake.synth.export import generate_export
-from tests.pacs.orthanc import ORTHANC_AET, PASSWORD, SCREENLAKE_AET, USER, Orthanc
 
 CT_SLICES = 40  # with half the studies one-image radiographs: about 20.5 instances a study
 START = date(2024, 3, 11)

@@ -42,7 +42,8 @@ def _demo_secret(env_var: str, path: Path, make: str) -> None:
     os.environ[env_var] = path.read_text(encoding="ascii").strip()
 
 
-def _prepare() -> None:
+def prepare() -> None:
+    """The synthetic export in var/drop (once), the demo keys, and the Dagster instance."""
     from cryptography.fernet import Fernet
 
     from screenlake.synth.export import generate_export
@@ -62,7 +63,8 @@ def _prepare() -> None:
     os.environ["DAGSTER_HOME"] = str(DAGSTER_HOME)
 
 
-def _run_partitions() -> list[str]:
+def run_partitions() -> list[str]:
+    """Run the pipeline job for every day the source holds x programme; the failed keys."""
     import dagster as dg
 
     from orchestration.definitions import defs
@@ -90,7 +92,8 @@ def _run_partitions() -> list[str]:
     return failed
 
 
-def _summary() -> None:
+def summary() -> None:
+    """Print what went in, what came out and where it lies."""
     studies = pl.read_parquet(str(PHI / "ingest" / "**" / "studies.parquet"))
     landed = pl.read_parquet(str(PHI / "raw" / "**" / "manifest.parquet"))
     lake = RESEARCH / layout.LAKE_DIR
@@ -130,11 +133,16 @@ def _summary() -> None:
 def main() -> int:
     """Prepare the demo, run every partition, print the summary; non-zero if a run failed."""
     started = time.perf_counter()
-    _prepare()
+    prepare()
     print("running every asset for each day x programme partition:")
-    failed = _run_partitions()
-    _summary()
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    failed = run_partitions()
+    summary()
+    return finish("demo", started, failed)
+
+
+def finish(what: str, started: float, failed: list[str]) -> int:
+    """Say how long `what` took and which runs failed; the exit status."""
+    print(f"\n{what} finished in {time.perf_counter() - started:.0f} s")
     if failed:
         print(f"runs that failed: {', '.join(failed)}; open `make ui` to see why", file=sys.stderr)
         return 1

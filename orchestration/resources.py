@@ -14,6 +14,8 @@ from resources.sources import ExportDropSource, StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.errors import ConfigurationError
+from screenlake.objectstore.access import DEFAULT_REGION
+from screenlake.objectstore.location import is_s3_uri, parse_s3_uri
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("local",)
@@ -63,8 +65,16 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
     """
     kind = (settings.get("SCREENLAKE_PACS") or "drop").strip().lower()
     if kind == "drop":
-        return ExportDropSource(
-            root=_setting(settings, "SCREENLAKE_DROP", PROJECT_ROOT / "var" / "drop")
+        drop = _setting(settings, "SCREENLAKE_DROP", PROJECT_ROOT / "var" / "drop")
+        if not is_s3_uri(drop):
+            return ExportDropSource(root=drop)
+        from resources.s3drop import S3DropSource
+
+        parse_s3_uri(drop, "SCREENLAKE_DROP")
+        return S3DropSource(
+            uri=drop,
+            connections=_number(settings, "SCREENLAKE_DROP_CONNECTIONS", 8),
+            **_s3_access_settings(settings, "SCREENLAKE_DROP_S3"),
         )
     # The PACS clients load only where a PACS is configured: the code location stays fast.
     if kind == "dicomweb":
@@ -100,6 +110,32 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
     )
 
 
+def _s3_access_settings(settings: Mapping[str, str], credentials_env: str) -> dict[str, Any]:
+    return {
+        "endpoint_url": (settings.get("SCREENLAKE_S3_ENDPOINT") or "").strip() or None,
+        "region": (settings.get("SCREENLAKE_S3_REGION") or "").strip() or DEFAULT_REGION,
+        "credentials_env": credentials_env,
+    }
+
+
+def zone_for(
+    settings: Mapping[str, str], name: str, setting: str, default: Path, working_copy: Path
+) -> ZoneStore:
+    """The zone `setting` names: a folder, or `s3://bucket/prefix` worked on through a local
+    copy (`<setting>_WORKING_COPY`, by default under var/work), with the credentials in
+    `<setting>_S3_ACCESS_KEY_ID` and `<setting>_S3_SECRET_ACCESS_KEY`."""
+    root = _setting(settings, setting, default)
+    if not is_s3_uri(root):
+        return ZoneStore(name=name, root=root)
+    parse_s3_uri(root, setting)  # a bad location fails at load, not in the middle of a run
+    return ZoneStore(
+        name=name,
+        root=root,
+        working_copy=_setting(settings, f"{setting}_WORKING_COPY", working_copy),
+        **_s3_access_settings(settings, f"{setting}_S3"),
+    )
+
+
 def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
     """Resources for environment `env`, with non-secret settings (folders) from `settings`.
 
@@ -113,13 +149,18 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
             f"SCREENLAKE_ENV={env!r} is not a known environment; use one of {', '.join(ENVIRONMENTS)}"
         )
     var = PROJECT_ROOT / "var"
-    research_root = Path(_setting(settings, "SCREENLAKE_RESEARCH_ZONE", var / "research"))
+    phi_zone = zone_for(settings, "PHI", "SCREENLAKE_PHI_ZONE", var / "phi", var / "work" / "phi")
+    research_zone = zone_for(
+        settings,
+        "research",
+        "SCREENLAKE_RESEARCH_ZONE",
+        var / "research",
+        var / "work" / "research",
+    )
     return {
         "source": source_for(settings),
-        "phi_zone": ZoneStore(
-            name="PHI", root=_setting(settings, "SCREENLAKE_PHI_ZONE", var / "phi")
-        ),
-        "research_zone": ZoneStore(name="research", root=str(research_root)),
+        "phi_zone": phi_zone,
+        "research_zone": research_zone,
         "pseudonym_key": PseudonymKey(),
         "vault_key": VaultKey(),
         "deidentification": DeidentificationSettings(
@@ -127,8 +168,7 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
             workers=int(settings.get("SCREENLAKE_DEID_WORKERS", "0")),
         ),
         "lake": LakeDatabase(
-            database=str(research_root / layout.LAKE_DATABASE),
-            lake_root=str(research_root / layout.LAKE_DIR),
+            database=str(research_zone.path(layout.LAKE_DATABASE)), research_zone=research_zone
         ),
         "models": ModelRegistry(
             models_root=_setting(settings, "SCREENLAKE_MODELS", PROJECT_ROOT / "models"),

@@ -46,3 +46,7 @@ class IncompleteRetrievalError(PacsError):
 
 class IncompleteLandingError(ScreenlakeError):
     """Fewer files landed than the source listed; what did land is kept for the re-run."""
+
+
+class ObjectStoreError(ScreenlakeError):
+    """An object store (S3 or S3-compatible) refused, could not be reached, or lacks a bucket."""

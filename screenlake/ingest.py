@@ -6,12 +6,14 @@ routed are not dropped: they travel as `SourceFile`s with a `problem` and end in
 
 from __future__ import annotations
 
+import io
+import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path, PurePosixPath
-from typing import Protocol, cast
+from typing import BinaryIO, Literal, Protocol, cast, overload
 
 import polars as pl
 import pydicom
@@ -110,12 +112,67 @@ class _Header:
     body_part: str | None = None
 
 
+_EMPTY_FILE = "empty file (0 bytes)"
+
+
 def read_routing_header(path: Path, ref: str) -> _Header:
     """The routing attributes of one file, read without its pixels; unreadable files carry why."""
     if path.stat().st_size == 0:
-        return _Header(SourceFile(ref, problem="empty file (0 bytes)"))
+        return _Header(SourceFile(ref, problem=_EMPTY_FILE))
+    return _parse_routing_header(path, ref)
+
+
+class _Prefix(io.BytesIO):
+    """The first bytes of a longer file, noting whether a reader asked for bytes past them."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self._size = len(data)
+        self.overran = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0 or self.tell() + size > self._size:
+            self.overran = True
+        return super().read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        position = super().seek(offset, whence)
+        if position > self._size:
+            self.overran = True
+        return position
+
+
+@overload
+def read_routing_header_from_bytes(data: bytes, ref: str, whole: Literal[True]) -> _Header: ...
+
+
+@overload
+def read_routing_header_from_bytes(data: bytes, ref: str, whole: bool) -> _Header | None: ...
+
+
+def read_routing_header_from_bytes(data: bytes, ref: str, whole: bool) -> _Header | None:
+    """`read_routing_header` for a file held as bytes: all of it when `whole`, else its first
+    bytes. From first bytes, None means the header runs past them and more must be read; any
+    answer given is the one the whole file gives, since the reader never looked further."""
+    if whole:
+        if not data:
+            return _Header(SourceFile(ref, problem=_EMPTY_FILE))
+        return _parse_routing_header(io.BytesIO(data), ref)
+    prefix = _Prefix(data)
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_ROUTING_TAGS)
+        header = _parse_routing_header(prefix, ref)
+    except (struct.error, EOFError, ValueError, KeyError, TypeError, IndexError):
+        # Past the end of the prefix the reader saw no bytes at all (pydicom fails on short
+        # reads with struct.error, among others): the whole file decides, and raises if it must.
+        if prefix.overran:
+            return None
+        raise
+    return None if prefix.overran else header
+
+
+def _parse_routing_header(source: Path | BinaryIO, ref: str) -> _Header:
+    try:
+        ds = pydicom.dcmread(source, stop_before_pixels=True, specific_tags=_ROUTING_TAGS)
     except InvalidDicomError:
         return _Header(SourceFile(ref, problem="not a DICOM file (no DICM prefix or file meta)"))
     except (EOFError, OSError, ValueError, KeyError, TypeError) as error:

@@ -1,8 +1,10 @@
 """The lake's DuckDB views: one base view per research table over its Parquet files, and the
 analysts' views defined in `sql/views/*.sql`.
 
-Base views glob the table's folder relative to DuckDB's `file_search_path`, set to the lake's
-root on every connection, so the database file stays valid wherever the lake is mounted.
+Base views over a local lake glob the table's folder relative to DuckDB's `file_search_path`,
+set to the lake's root on every connection, so the database file stays valid wherever the lake
+is mounted. Over a lake in object storage they name `s3://` paths: the connection needs httpfs
+and a secret for the location (`screenlake.objectstore.duckdb_s3`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from screenlake.objectstore.location import is_s3_uri
 from screenlake.tables import (
     DEIDENTIFICATION_AUDIT,
     INSTANCE_CATALOG,
@@ -35,9 +38,17 @@ LAKE_TABLES: tuple[TableSchema, ...] = (
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
 
-def use_lake(con: duckdb.DuckDBPyConnection, lake_root: Path) -> None:
-    """Point a connection's relative Parquet paths at `lake_root`."""
+def use_lake(con: duckdb.DuckDBPyConnection, lake_root: Path | str) -> None:
+    """Point a connection's relative Parquet paths at a local `lake_root`."""
     con.execute("SET file_search_path = ?", [str(lake_root)])
+
+
+def _table_glob(lake_root: Path | str, table: TableSchema) -> tuple[str, str]:
+    """The pattern a view reads and the absolute pattern that finds whether files exist."""
+    if is_s3_uri(str(lake_root)):
+        absolute = f"{str(lake_root).rstrip('/')}/{table.name}/*/*.parquet"
+        return absolute, absolute
+    return f"{table.name}/*/*.parquet", str(Path(lake_root) / table.name / "*" / "*.parquet")
 
 
 def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -50,21 +61,23 @@ def _drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
 
 
 def refresh_views(
-    con: duckdb.DuckDBPyConnection, lake_root: Path, sql_dir: Path = SQL_DIR
+    con: duckdb.DuckDBPyConnection, lake_root: Path | str, sql_dir: Path = SQL_DIR
 ) -> list[str]:
     """(Re)create every base view and analyst view; returns the names created.
 
     A table with no Parquet file yet becomes an empty table of the right types, so that the
     analyst views over it still bind.
     """
-    use_lake(con, lake_root)
+    if not is_s3_uri(str(lake_root)):
+        use_lake(con, lake_root)
     created = []
     for table in LAKE_TABLES:
         _drop_relation(con, table.name)
-        if any((lake_root / table.name).glob("*/*.parquet")):
+        pattern, probe = _table_glob(lake_root, table)
+        if con.execute("SELECT count(*) FROM glob(?)", [probe]).fetchone() != (0,):
             con.execute(
                 f'CREATE VIEW "{table.name}" AS SELECT * FROM read_parquet('
-                f"'{table.name}/*/*.parquet', hive_partitioning = false, union_by_name = true)"
+                f"'{pattern}', hive_partitioning = false, union_by_name = true)"
             )
         else:
             empty = table.schema.empty_table()

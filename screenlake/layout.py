@@ -83,6 +83,16 @@ def outbox_dir(batch: Batch) -> PurePosixPath:
 
 
 REIDENTIFICATION_LOG = PurePosixPath("audit") / "reidentifications.csv"
+# On object storage, where no append is atomic, each re-identification is one object here.
+REIDENTIFICATION_RECORDS = PurePosixPath("audit") / "reidentifications"
+
+
+def reidentification_record_path(at: str, writer: str) -> PurePosixPath:
+    """One audit record's object on a zone in object storage: its time, then who wrote it."""
+    stamp = at.replace(":", "").replace("+", "Z")
+    return REIDENTIFICATION_RECORDS / f"{stamp}-{writer}.csv"
+
+
 DEMO_PSEUDONYM_KEY = PurePosixPath("keys") / "pseudonym.key"
 DEMO_VAULT_KEY = PurePosixPath("keys") / "vault.key"
 DEMO_LABELS = PurePosixPath("labels") / "ground_truth.csv"

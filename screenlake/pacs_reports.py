@@ -1,8 +1,8 @@
 """Findings back to the PACS: one Structured Report per flagged study, filed into the original.
 
 Everything here runs in the PHI zone: flagged validated findings are re-identified through the
-vault, completed with the patient's name, birth date and sex from a landed original's header,
-built into SRs (`findings_report`) and sent through the study source. A source that cannot
+vault, completed with the patient's name, birth date and sex from a landed original's header
+and with the study's screened images as evidence (`evidence_by_study`), built into SRs (`findings_report`) and sent through the study source. A source that cannot
 store (an export drop) leaves them in the PHI zone's outbox instead. Report UIDs are keyed on
 the original study and the model version, so a re-run replaces a report rather than adding one.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -78,6 +78,44 @@ def patients_by_study(manifest: pl.DataFrame, raw_dir: Path) -> dict[str, Patien
             continue
         patients[study_uid] = _patient(ds)
     return patients
+
+
+def evidence_by_study(
+    manifest: pl.DataFrame, raw_dir: Path, studies: Collection[str]
+) -> dict[str, list[pydicom.Dataset]]:
+    """Headers of the landed original images of each of `studies` (original UIDs), in manifest
+    order: what a report cites as the images its finding rests on. Files that are not
+    readable images (quarantined at ingest, no pixels) are not cited."""
+    wanted = set(studies)
+    evidence: dict[str, list[pydicom.Dataset]] = {uid: [] for uid in wanted}
+    rows = manifest.filter(
+        pl.col("problem").is_null() & pl.col("study_instance_uid").is_in(list(wanted))
+    )
+    for study_uid, landed in rows.select("study_instance_uid", "landed_path").iter_rows():
+        try:
+            # The whole header: highdicom reads the image's own modules to cite it.
+            ds = pydicom.dcmread(raw_dir / landed, stop_before_pixels=True)
+        except (InvalidDicomError, OSError):
+            continue
+        if "Rows" in ds and "SOPInstanceUID" in ds and "SOPClassUID" in ds:
+            evidence[study_uid].append(ds)
+    return evidence
+
+
+def with_evidence(
+    pending: Sequence[PendingReport], evidence: Mapping[str, Sequence[pydicom.Dataset]]
+) -> list[PendingReport]:
+    """`pending` with each finding's evidence set from `evidence` (by original study UID)."""
+    return [
+        replace(
+            item,
+            finding=replace(
+                item.finding,
+                evidence=tuple(evidence.get(item.finding.original_study_instance_uid, ())),
+            ),
+        )
+        for item in pending
+    ]
 
 
 def _patient(ds: pydicom.Dataset) -> Patient:

@@ -112,6 +112,15 @@ def append_audit(log: Path, record: ReidentificationRecord) -> None:
         writer.writerow(asdict(record))
 
 
+def write_audit_record(path: Path, record: ReidentificationRecord) -> None:
+    """Write one audit row as a file of its own (header and row), for stores without append."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("x", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=AUDIT_COLUMNS)
+        writer.writeheader()
+        writer.writerow(asdict(record))
+
+
 def audit_record(
     requested_by: str, purpose: str, source: str, rows_in: int, rows_reidentified: int
 ) -> ReidentificationRecord:

@@ -15,10 +15,10 @@ from orchestration.resources import resources_for
 from resources.dicomweb import DicomWebSource
 from resources.dimse import DimseSource
 from resources.sources import ExportDropSource, StudySource
+from screenlake.devservers.orthanc import ORTHANC_AET, SCREENLAKE_AET, USER, Orthanc
 from screenlake.fsutil import sha256_of
 from screenlake.ingest import DayListing
 from tests.pacs.conftest import PacsExport
-from tests.pacs.orthanc import ORTHANC_AET, SCREENLAKE_AET, USER, Orthanc
 
 
 def assert_routed_like_the_drop(

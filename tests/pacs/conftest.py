@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pacs.orthanc import PASSWORD, Orthanc
+from screenlake.devservers.orthanc import PASSWORD, Orthanc
 
 PACS_STUDIES, PACS_SEED = 4, 11
 PASSWORD_ENV = "SCREENLAKE_DICOMWEB_PASSWORD"

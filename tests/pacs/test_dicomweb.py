@@ -15,13 +15,13 @@ import pytest
 from orchestration.automation import new_studies_sensor
 from orchestration.partitions import partition_key
 from resources.dicomweb import DicomWebSource
+from screenlake.devservers.orthanc import Orthanc, free_port
 from screenlake.errors import PacsRefusedError, PacsUnavailableError
 from screenlake.ingest import batch_files, land_files, source_files_of
 from screenlake.layout import Batch
 from screenlake.programmes import PROGRAMME_NAMES
 from tests.pacs.checks import assert_landed_intact, assert_routed_like_the_drop, dicomweb
 from tests.pacs.conftest import PacsExport
-from tests.pacs.orthanc import Orthanc, free_port
 
 pytestmark = pytest.mark.pacs
 

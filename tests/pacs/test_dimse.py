@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from screenlake.devservers.orthanc import ORTHANC_AET, Orthanc
 from screenlake.errors import ConfigurationError, PacsRefusedError, PacsUnavailableError
 from screenlake.ingest import batch_files, land_files, source_files_of
 from screenlake.layout import Batch
 from screenlake.programmes import PROGRAMME_NAMES
 from tests.pacs.checks import assert_landed_intact, assert_routed_like_the_drop, dimse
 from tests.pacs.conftest import PacsExport
-from tests.pacs.orthanc import ORTHANC_AET, Orthanc
 
 pytestmark = pytest.mark.pacs
 

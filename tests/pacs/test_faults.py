@@ -19,13 +19,13 @@ import requests
 
 import resources.dicomweb as dicomweb_module
 from resources.sources import StudySource
+from screenlake.devservers.orthanc import Orthanc
 from screenlake.errors import IncompleteRetrievalError, PacsUnavailableError
 from screenlake.ingest import SourceFile, batch_files, land_files, source_files_of
 from screenlake.layout import Batch
 from screenlake.pacs.landing import JOURNAL_NAME
 from tests.pacs.checks import assert_landed_intact, dicomweb, dimse
 from tests.pacs.conftest import PacsExport
-from tests.pacs.orthanc import Orthanc
 
 pytestmark = pytest.mark.pacs
 

@@ -18,12 +18,12 @@ import requests
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
+from screenlake.devservers.orthanc import PASSWORD, USER, Orthanc
 from screenlake.findings_report import SR_SOP_CLASS_UID, StudyFinding, findings_report
 from screenlake.layout import Batch, reports_sent_path
 from screenlake.pacs.store import ACCEPTED
 from tests.pacs.checks import dicomweb_resources, dimse, first_day_orthanc
 from tests.pacs.conftest import PacsExport
-from tests.pacs.orthanc import PASSWORD, USER, Orthanc
 
 pytestmark = [pytest.mark.pacs, pytest.mark.slow]
 
@@ -54,6 +54,44 @@ def _sr_instances(server: Orthanc, study_uid: str) -> list[str]:
     response.raise_for_status()
     found = response.json() if response.content else []
     return sorted(pydicom.Dataset.from_json(item).SOPInstanceUID for item in found)
+
+
+def _study_images(server: Orthanc, study_uid: str) -> set[str]:
+    """SOPInstanceUIDs of the study's instances that are not SRs (QIDO-RS)."""
+    response = requests.get(
+        f"{server.url}/studies/{study_uid}/instances",
+        params={"includefield": "00080060"},
+        auth=(USER, PASSWORD),
+        timeout=10,
+    )
+    response.raise_for_status()
+    found = [pydicom.Dataset.from_json(item) for item in response.json()]
+    return {ds.SOPInstanceUID for ds in found if ds.get("Modality") != "SR"}
+
+
+def _stored(server: Orthanc, sop_uid: str) -> pydicom.Dataset:
+    """One instance as Orthanc stores it."""
+    found = requests.post(
+        f"{server.rest}/tools/lookup", data=sop_uid, auth=(USER, PASSWORD), timeout=10
+    ).json()
+    instance = next(r["ID"] for r in found if r["Type"] == "Instance")
+    response = requests.get(
+        f"{server.rest}/instances/{instance}/file", auth=(USER, PASSWORD), timeout=10
+    )
+    response.raise_for_status()
+    from io import BytesIO
+
+    return pydicom.dcmread(BytesIO(response.content))
+
+
+def _cited(report: pydicom.Dataset) -> set[str]:
+    """SOPInstanceUIDs a report lists as its evidence in the same study."""
+    return {
+        item.ReferencedSOPInstanceUID
+        for study in report.get("CurrentRequestedProcedureEvidenceSequence", [])
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
 
 
 def _sent(path: Path) -> list[dict[str, str]]:
@@ -96,6 +134,9 @@ def test_every_flagged_study_gets_one_sr_in_its_original_study(
     for row in sent:
         assert _sr_instances(pacs, row["original_study_instance_uid"]) == [row["sop_instance_uid"]]
         assert row["sop_instance_uid"] not in originals
+        # The report cites every image of the study it screened, and nothing else.
+        report = _stored(pacs, row["sop_instance_uid"])
+        assert _cited(report) == _study_images(pacs, row["original_study_instance_uid"])
 
     run(REPORTS)
     again = _sent(sent_path)

@@ -14,12 +14,12 @@ import pytest
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
+from screenlake.devservers.orthanc import Orthanc
 from screenlake.errors import IncompleteRetrievalError
 from screenlake.layout import Batch, raw_dir, source_files_path
 from screenlake.tables import SOURCE_FILES, read_parquet
 from tests.pacs.checks import dicomweb_resources, first_day_orthanc
 from tests.pacs.conftest import PacsExport
-from tests.pacs.orthanc import Orthanc
 
 pytestmark = [pytest.mark.pacs, pytest.mark.slow]
 

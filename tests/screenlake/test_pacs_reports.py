@@ -15,11 +15,13 @@ from screenlake.pacs.store import WRITTEN_TO_OUTBOX, StoreOutcome
 from screenlake.pacs_reports import (
     Patient,
     build_reports,
+    evidence_by_study,
     patients_by_study,
     pending_reports,
     report_uids,
     send_reports,
     sent_table,
+    with_evidence,
 )
 from tests.dicom_factory import ct_slice, write
 
@@ -104,6 +106,37 @@ def test_patients_come_from_the_landed_headers_and_bad_values_are_dropped(tmp_pa
         f"{ORIGINAL}0": Patient("Jansen^Pieter", "19580312", "F"),
         f"{ORIGINAL}1": Patient("Jansen^Pieter", None, None),
     }
+
+
+def test_reports_cite_the_landed_images_of_their_own_study_only(tmp_path: Path) -> None:
+    series = pydicom.uid.generate_uid()
+    ours = [
+        ct_slice(study_uid=f"{ORIGINAL}0", series_uid=series, patient_id="P0", z=z) for z in (0, 1)
+    ]
+    other = ct_slice(study_uid=f"{ORIGINAL}1", patient_id="P1")
+    for index, ds in enumerate([*ours, other]):
+        write(ds, tmp_path / f"{index}.dcm")
+    (tmp_path / "3.dcm").write_bytes(b"not dicom")
+    manifest = pl.DataFrame(
+        {
+            "study_instance_uid": [f"{ORIGINAL}0", f"{ORIGINAL}0", f"{ORIGINAL}1", f"{ORIGINAL}0"],
+            "landed_path": ["0.dcm", "1.dcm", "2.dcm", "3.dcm"],
+            "problem": [None, None, None, "not a DICOM file"],
+        }
+    )
+
+    evidence = evidence_by_study(manifest, tmp_path, [f"{ORIGINAL}0"])
+    pending = with_evidence(pending_reports(_findings(), _vault(), {}), evidence)
+    report = build_reports(pending, KEY)[0]
+
+    assert list(evidence) == [f"{ORIGINAL}0"]
+    cited = {
+        item.ReferencedSOPInstanceUID
+        for study in report.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert cited == {ds.SOPInstanceUID for ds in ours}
 
 
 def test_a_source_that_cannot_store_leaves_the_reports_in_the_outbox(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""A real Orthanc on loopback for the PACS tests and `benchmarks/pacs_pull.py`: its own
+"""A real Orthanc on loopback for the PACS tests, `make demo-pacs` and `benchmarks/pacs_pull.py`: its own
 temporary storage, free ports, the DICOMweb plugin, basic auth, and screenlake's AE title
 registered so that C-MOVE can reach screenlake's storage SCP. Started with Popen, stopped by its
 process id.
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pydicom
 import requests
+
+from screenlake.devservers.process import stop_process
 
 ORTHANC_AET = "ORTHANC"
 SCREENLAKE_AET = "SCREENLAKE"
@@ -133,15 +135,7 @@ class Orthanc:
 
     def stop(self) -> None:
         """Stop by process id: terminate, then kill if it lingers."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=_STOP_TIMEOUT_S)
+        stop_process(self.process, _STOP_GRACE_S)
         self.process = None
 
     def crash(self) -> None:
