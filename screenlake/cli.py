@@ -11,8 +11,12 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from screenlake.errors import ScreenlakeError
+
+if TYPE_CHECKING:
+    import duckdb
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -80,19 +84,43 @@ def _query(args: argparse.Namespace) -> int:
     import polars as pl
 
     from screenlake.lake import query, refresh_views
+    from screenlake.objectstore.location import is_s3_uri
 
-    research = args.research_zone
-    database = research / "lake.duckdb"
-    if not (research / "lake").is_dir():
-        raise ScreenlakeError(
-            "the research zone has no lake yet; run `make demo` or materialise the catalogue first"
-        )
-    with duckdb.connect(str(database)) as con:
-        refresh_views(con, (research / "lake").resolve())
-        frame = query(con, args.sql)
+    if is_s3_uri(args.research_zone):
+        with duckdb.connect() as con:
+            _connect_to_s3_lake(con, args.research_zone)
+            frame = query(con, args.sql)
+    else:
+        research = Path(args.research_zone)
+        if not (research / "lake").is_dir():
+            raise ScreenlakeError(
+                "the research zone has no lake yet; run `make demo` or materialise the "
+                "catalogue first"
+            )
+        with duckdb.connect(str(research / "lake.duckdb")) as con:
+            refresh_views(con, (research / "lake").resolve())
+            frame = query(con, args.sql)
     with pl.Config(tbl_rows=args.limit, tbl_cols=-1, fmt_str_lengths=64, tbl_width_chars=200):
         print(frame)
     return EXIT_OK
+
+
+def _connect_to_s3_lake(con: duckdb.DuckDBPyConnection, zone: str) -> None:
+    """Views over a research zone in object storage, read with the zone's own credentials."""
+    from screenlake.lake import refresh_views
+    from screenlake.objectstore.access import DEFAULT_REGION, S3Access
+    from screenlake.objectstore.duckdb_s3 import create_s3_secret, load_httpfs
+    from screenlake.objectstore.location import parse_s3_uri
+
+    location = parse_s3_uri(zone, "--research-zone")
+    access = S3Access(
+        os.environ.get("SCREENLAKE_S3_ENDPOINT") or None,
+        os.environ.get("SCREENLAKE_S3_REGION") or DEFAULT_REGION,
+        "SCREENLAKE_RESEARCH_ZONE_S3",
+    )
+    load_httpfs(con)
+    create_s3_secret(con, access, location, "screenlake_research_zone")
+    refresh_views(con, location.uri("lake"))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -164,7 +192,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sql = commands.add_parser("query", help="run SQL on the lake and print the result")
     sql.add_argument("sql")
-    sql.add_argument("--research-zone", type=Path, default=Path("var/research"))
+    sql.add_argument(
+        "--research-zone",
+        default=os.environ.get("SCREENLAKE_RESEARCH_ZONE") or "var/research",
+        help="a folder or s3://bucket/prefix (default: SCREENLAKE_RESEARCH_ZONE, else var/research)",
+    )
     sql.add_argument("--limit", type=int, default=50, help="rows to print")
     sql.set_defaults(run=_query)
 

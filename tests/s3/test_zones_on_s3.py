@@ -126,6 +126,20 @@ def test_the_lake_is_read_by_duckdb_over_httpfs(s3_run: S3Run) -> None:
     assert source == (1,)
 
 
+def test_analysts_query_the_lake_in_object_storage(
+    s3_run: S3Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from screenlake.cli import main
+
+    zone = f"s3://{s3_run.research_bucket}/lake"
+    sql = "SELECT count(*) AS studies_in_lake FROM study_findings"
+    assert main(["query", "--research-zone", zone, sql]) == 0
+    findings = s3_run.result.asset_materializations_for_node("study_findings")[0]
+    printed = capsys.readouterr().out
+    assert "studies_in_lake" in printed
+    assert f"│ {findings.metadata['studies'].value} " in printed
+
+
 def test_the_database_file_holds_no_credentials(s3_run: S3Run) -> None:
     s3_run.resources["lake"].refresh_views()
     database = Path(s3_run.resources["lake"].database).read_bytes()
