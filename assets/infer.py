@@ -3,7 +3,6 @@
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
 import json
-import time
 
 import dagster as dg
 
@@ -11,35 +10,72 @@ from assets._shared import check_result, markdown_preview, read_batch_table, wri
 from assets.catalog import instance_catalog, study_catalog
 from orchestration.partitions import batch_of, screening_partitions
 from resources.lake import LakeDatabase
-from resources.models import DEFAULT_MODELS_ROOT, ModelRegistry
+from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
 from screenlake import layout, quality
-from screenlake.programmes import PROGRAMMES, get_programme
+from screenlake.errors import ConfigurationError, ModelIntegrityError
+from screenlake.programmes import PROGRAMMES
 from screenlake.tables import INSTANCE_CATALOG, INSTANCE_PREDICTIONS, STUDY_CATALOG, STUDY_FINDINGS
 
 
-def _registered_models_version() -> str:
-    """Name, version and weights hash of every programme's model: the inference code version."""
+def models_version(models: ModelRegistry) -> str:
+    """Name, version and weights hash of the model each programme uses in the registry `models`:
+    the inference assets' code version, e.g. `cxr_tb_reference@1.0.0#5abb6b6509e3+...`.
+
+    Only the manifests are read (no torch): this runs when the code location loads. The weights
+    are checked against the manifest's hash when a run loads the model.
+    """
     parts = []
-    for programme in sorted(PROGRAMMES.values(), key=lambda p: p.name):
-        manifest = json.loads(
-            (DEFAULT_MODELS_ROOT / programme.model_name / "manifest.json").read_text("utf-8")
-        )
-        parts.append(f"{manifest['name']}@{manifest['version']}#{manifest['weights_sha256'][:12]}")
+    for programme in sorted(PROGRAMMES):
+        model_name = models.model_name_for(programme)
+        path = models.models_root_path() / model_name / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text("utf-8"))
+        except OSError as error:
+            raise ConfigurationError(
+                f"programme {programme!r} has no readable model manifest at {path} "
+                f"({error.strerror}); point SCREENLAKE_MODELS at the folder that holds "
+                f"{model_name}/manifest.json"
+            ) from error
+        except json.JSONDecodeError as error:
+            raise ModelIntegrityError(f"{path}: manifest is not valid JSON ({error})") from error
+        try:
+            parts.append(
+                f"{manifest['name']}@{manifest['version']}#{manifest['weights_sha256'][:12]}"
+            )
+        except (KeyError, TypeError) as error:
+            raise ModelIntegrityError(
+                f"{path}: manifest lacks name, version or weights_sha256 ({error!r})"
+            ) from error
     return "+".join(parts)
 
 
-MODELS_VERSION = _registered_models_version()
+def inference_assets(models: ModelRegistry) -> list[dg.AssetsDefinition]:
+    """`instance_predictions` and `study_findings` with the code version of the models the
+    registry `models` uses, so that registering a new model version makes them (and what follows
+    them) stale and nothing upstream.
+
+    The version covers every programme's model: Dagster has one code version per asset, not per
+    partition, so a new model for one programme makes every programme's partitions stale.
+    """
+    version = models_version(models)
+    return list(
+        dg.map_asset_specs(
+            lambda spec: spec.replace_attributes(code_version=version),
+            [instance_predictions, study_findings],
+        )
+    )
 
 
+# No code_version on the two inference assets: it depends on the deployment's models folder,
+# so `inference_assets` sets it when the Definitions are built.
 @dg.asset(
     deps=[instance_catalog],
     pool="gpu",
     group_name="infer",
     partitions_def=screening_partitions,
     kinds={"pytorch", "parquet"},
-    code_version=MODELS_VERSION,
 )
 def instance_predictions(
     context: dg.AssetExecutionContext,
@@ -50,28 +86,46 @@ def instance_predictions(
 ) -> dg.MaterializeResult:
     """A score per catalogued image from the programme's model, or a failure with its reason;
     every row carries the model's name, version and weights hash."""
-    from screenlake.inference.predict import predict_instances
+    from screenlake.inference.predict import Progress, run_predictions
+    from screenlake.inference.shards import ShardStore
 
     batch, key = batch_of(context), pseudonym_key.key()
-    model = models.load(get_programme(batch.programme).model_name)
+    model = models.load(models.model_name_for(batch.programme))
     instances = read_batch_table(research_zone, INSTANCE_CATALOG, batch, key)
     research_zone.pull(layout.research_dicom_dir(batch, key))
-    started = time.perf_counter()
-    predictions = predict_instances(
+    shards = layout.inference_shards_dir(batch, key, model.manifest.name)
+    # Shards a crashed run finished, wherever it ran, are taken over rather than recomputed.
+    store = ShardStore(research_zone.pull(shards))
+
+    def progress(done: Progress) -> None:
+        research_zone.push(shards)
+        context.log.info(
+            f"inference {done.studies_done}/{done.studies_total} studies, "
+            f"{done.images_done}/{done.images_total} images, {done.images_per_second:.0f} images/s"
+        )
+
+    run = run_predictions(
         instances,
         research_zone.path(),
         model,
         batch_size=models.batch_size,
         num_workers=models.loader_workers,
+        shard_store=store,
+        on_progress=progress,
     )
-    seconds = time.perf_counter() - started
-    rows = write_batch_table(research_zone, lake, predictions, INSTANCE_PREDICTIONS, batch, key)
-    failed = predictions.filter(predictions["status"] == "failed").height
+    rows = write_batch_table(research_zone, lake, run.predictions, INSTANCE_PREDICTIONS, batch, key)
+    store.clear()
+    research_zone.push(shards)
     return dg.MaterializeResult(
         metadata={
             "instances": rows,
-            "instances_failed": failed,
-            "images_per_second": round(rows / seconds, 1) if seconds > 0 else 0.0,
+            "instances_failed": run.failed,
+            "images_per_second": round(run.images_per_second, 1),
+            "loading_share": round(run.loading_share, 3),
+            "seconds_loading": round(run.loader_seconds, 2),
+            "seconds_computing": round(run.model_seconds, 2),
+            "shards": run.shards,
+            "shards_resumed": run.shards_reused,
             "model": f"{model.manifest.name} {model.manifest.version}",
             "weights_sha256": model.manifest.weights_sha256,
             "device": str(model.device),
@@ -84,7 +138,6 @@ def instance_predictions(
     group_name="infer",
     partitions_def=screening_partitions,
     kinds={"pytorch", "parquet"},
-    code_version=MODELS_VERSION,
 )
 def study_findings(
     context: dg.AssetExecutionContext,
@@ -95,12 +148,13 @@ def study_findings(
 ) -> dg.MaterializeResult:
     """A triage score, flag (at the model's threshold) and priority per study: a flag for a
     clinician to review, never a diagnosis."""
+    from screenlake.inference.manifest import load_manifest
     from screenlake.inference.predict import study_findings as findings_of
-    from screenlake.inference.registry import load_manifest, model_dir_for
+    from screenlake.inference.registry import model_dir_for
 
     batch, key = batch_of(context), pseudonym_key.key()
     manifest = load_manifest(
-        model_dir_for(models.models_root_path(), get_programme(batch.programme).model_name)
+        model_dir_for(models.models_root_path(), models.model_name_for(batch.programme))
         / "manifest.json"
     )
     frame = findings_of(

@@ -49,8 +49,45 @@ def small_cnn() -> nn.Module:
     return SmallCnn()
 
 
+class ScreeningCnn(nn.Module):
+    """Four conv blocks, global max pooling and one logit, for inputs of any square size.
+
+    Input: float tensor (batch, in_channels, S, S) scaled to [0, 1]; 2.5D models stack a CT
+    slice between its neighbours as channels. Output: (batch, 1) logits. Sized like the cheap
+    end of real screening networks (hundreds of MFLOPs an image) while its weights stay
+    under 1.6 MB.
+    """
+
+    def __init__(self, in_channels: int, widths: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        layers, previous = [], in_channels
+        for width in widths:
+            layers.append(_block(previous, width))
+            previous = width
+        self.in_channels = in_channels
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(previous, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, 1) for images of shape (batch, in_channels, S, S)."""
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def screening_cnn_2d() -> nn.Module:
+    """`ScreeningCnn` for single-channel images (radiographs), 16-32-64-128 channels."""
+    return ScreeningCnn(1, (16, 32, 64, 128))
+
+
+def screening_cnn_25d() -> nn.Module:
+    """`ScreeningCnn` for a CT slice between its two neighbours (3 channels), 32-64-128-256."""
+    return ScreeningCnn(3, (32, 64, 128, 256))
+
+
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "small_cnn_v1": small_cnn,
+    "screening_cnn_2d_v2": screening_cnn_2d,
+    "screening_cnn_25d_v2": screening_cnn_25d,
 }
 """Architecture key (as written in a manifest) -> constructor of an untrained module."""
 

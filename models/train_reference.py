@@ -1,6 +1,6 @@
 """Train the reference models on synthetic images and write their weights and manifests.
 
-    python -m models.train_reference [--programme lung_ldct|cxr_tb|all] [--seed N]
+    python -m models.train_reference [--programme lung_ldct|cxr_tb|all] [--seed N] [--threads N]
 
 Each model is trained on CPU from `screenlake.synth.images`, its threshold is picked on a
 separate validation set for a target sensitivity, and it is evaluated once, at study level, on a
@@ -28,10 +28,10 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
-from models.architectures import INPUT_SIZE, build
+from models.architectures import build
+from screenlake.inference.manifest import InputSpec, parse_manifest, sha256_bytes
 from screenlake.inference.predict import STATUS_OK, aggregate_study_scores, scores_for
-from screenlake.inference.preprocess import model_input
-from screenlake.inference.registry import InputSpec, parse_manifest, sha256_bytes
+from screenlake.inference.preprocess import fit_to_input, normalise
 from screenlake.programmes import PROGRAMMES
 from screenlake.synth.images import (
     CT_RESCALE_INTERCEPT,
@@ -40,9 +40,11 @@ from screenlake.synth.images import (
     ct_volume,
 )
 
-VERSION = "1.0.0"
-ARCHITECTURE = "small_cnn_v1"
+VERSION = "2.0.0"
 TARGET_SENSITIVITY = 0.9
+# A second operating point in each manifest, for programmes that prefer to miss less.
+HIGH_SENSITIVITY = 0.97
+BATCH = 64
 AGGREGATION = "max"
 VALIDATION_PER_CLASS, HELD_OUT_PER_CLASS = 75, 150
 CT_SLICES, CT_SIZE, CXR_SIZE, CXR_BITS = 24, 96, 256, 12
@@ -57,9 +59,11 @@ TRAIN, VALIDATION, HELD_OUT = 0, 1, 2
 
 @dataclass(frozen=True)
 class Study:
-    """One synthetic study as model inputs (k, 1, S, S) with per-instance labels."""
+    """One synthetic study as preprocessed slices (k, S, S) in spatial order, with per-instance
+    labels. Model inputs stack each slice with its neighbours (`neighbour_index`) when a batch
+    is drawn, so a 2.5D training set is held once, not three times."""
 
-    images: np.ndarray
+    slices: np.ndarray
     instance_labels: np.ndarray
     positive: bool
 
@@ -69,6 +73,7 @@ class Recipe:
     """What differs between the reference models: data, sizes, schedule and manifest text."""
 
     programme: str
+    architecture: str
     input: InputSpec
     make_study: Callable[[np.random.Generator, bool], Study]
     generator: str
@@ -84,32 +89,55 @@ def ct_study(rng: np.random.Generator, positive: bool) -> Study:
     """A synthetic CT study as preprocessed slices, stored values rounded as in a DICOM file."""
     volume = ct_volume(rng, positive, slices=CT_SLICES, size=CT_SIZE)
     hounsfield = ct_stored_values(volume.hounsfield).astype(np.float32) + CT_RESCALE_INTERCEPT
-    return Study(model_input(hounsfield, LUNG.input), volume.slice_has_lesion.copy(), positive)
+    slices = fit_to_input(normalise(hounsfield, LUNG.input), LUNG.input)
+    return Study(slices, volume.slice_has_lesion.copy(), positive)
 
 
 def cxr_study(rng: np.random.Generator, positive: bool) -> Study:
     """A synthetic chest radiograph study (one image)."""
     image = chest_radiograph(rng, positive, size=CXR_SIZE)
-    images = model_input(image[None], CXR.input, bits_stored=CXR_BITS)
-    return Study(images, np.array([positive]), positive)
+    slices = fit_to_input(normalise(image[None], CXR.input, bits_stored=CXR_BITS), CXR.input)
+    return Study(slices, np.array([positive]), positive)
+
+
+def neighbour_index(studies: Sequence[Study], context: int) -> np.ndarray:
+    """For every slice of `studies` laid end to end, the rows of itself and its `context`
+    neighbours on each side within its own study (edges repeat), shape (total, 2*context+1):
+    what `screenlake.inference.series.neighbour_stacks` builds at inference."""
+    parts, start = [], 0
+    offsets = np.arange(-context, context + 1)
+    for study in studies:
+        count = len(study.slices)
+        local = np.clip(np.arange(count)[:, None] + offsets[None, :], 0, count - 1)
+        parts.append(local + start)
+        start += count
+    return np.concatenate(parts)
+
+
+def model_inputs(bank: torch.Tensor, index: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """Model inputs (len(rows), C, S, S) gathered from the slice bank (total, S, S)."""
+    return bank[torch.from_numpy(index[rows])]
 
 
 LUNG = Recipe(
     programme="lung_ldct",
+    architecture="screening_cnn_25d_v2",
     input=InputSpec(
-        size=INPUT_SIZE,
-        channels=1,
+        size=CT_SIZE,
+        channels=3,
         normalisation="ct_window",
         window_center_hu=-300.0,
         window_width_hu=1400.0,
+        context_slices=1,
     ),
     make_study=ct_study,
     generator=f"screenlake.synth.images.ct_volume(slices={CT_SLICES}, size={CT_SIZE})",
     train_studies=640,
-    epochs=16,
+    epochs=8,
     negatives_per_positive=3,
-    task="Per-slice probability that a solid lung nodule is visible on a chest CT slice; "
-    "the study score is the maximum over the study's slices",
+    task="2.5D: per-slice probability that a solid lung nodule is visible on a chest CT slice, "
+    "read between its two neighbours (slices ordered along the slice normal); the study score "
+    "is the maximum over the series' slices",
     output_label="lung_nodule_suspected",
     intended_use="Exercise and demonstrate the lung_ldct screening pipeline (inference, "
     "aggregation, flagging, worklists, drift and audit reporting) on synthetic low-dose chest CT.",
@@ -117,10 +145,11 @@ LUNG = Recipe(
 
 CXR = Recipe(
     programme="cxr_tb",
-    input=InputSpec(size=INPUT_SIZE, channels=1, normalisation="bits_stored"),
+    architecture="screening_cnn_2d_v2",
+    input=InputSpec(size=224, channels=1, normalisation="bits_stored"),
     make_study=cxr_study,
     generator=f"screenlake.synth.images.chest_radiograph(size={CXR_SIZE})",
-    train_studies=1200,
+    train_studies=800,
     epochs=8,
     negatives_per_positive=1,
     task="Probability that a chest radiograph shows a focal opacity in a lung field; "
@@ -205,14 +234,19 @@ def make_studies(recipe: Recipe, seed: int, stream: int, per_class: int) -> list
     ]
 
 
-def study_scores(module: torch.nn.Module, studies: list[Study]) -> np.ndarray:
+def study_scores(module: torch.nn.Module, studies: list[Study], context: int) -> np.ndarray:
     """Study scores via the inference code's scoring and aggregation, in the order of `studies`."""
     module.eval()
-    images = torch.from_numpy(np.concatenate([s.images for s in studies]))
+    bank = torch.from_numpy(np.concatenate([s.slices for s in studies]))
+    index = neighbour_index(studies, context)
+    rows = np.arange(len(index))
     instance = np.concatenate(
-        [scores_for(module, chunk, "cpu") for chunk in torch.split(images, 512)]
+        [
+            scores_for(module, model_inputs(bank, index, rows[i : i + 256]), "cpu")
+            for i in range(0, len(rows), 256)
+        ]
     )
-    uids = [f"study-{i}" for i, s in enumerate(studies) for _ in range(len(s.images))]
+    uids = [f"study-{i}" for i, s in enumerate(studies) for _ in range(len(s.slices))]
     predictions = pl.DataFrame(
         {"study_instance_uid": uids, "status": [STATUS_OK] * len(uids), "score": instance}
     )
@@ -229,16 +263,17 @@ def train(recipe: Recipe, studies: list[Study], seed: int) -> tuple[torch.nn.Mod
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 99])
-    images = torch.from_numpy(np.concatenate([s.images for s in studies]))
+    bank = torch.from_numpy(np.concatenate([s.slices for s in studies]))
+    index = neighbour_index(studies, recipe.input.context_slices)
     labels = torch.from_numpy(
         np.concatenate([s.instance_labels for s in studies]).astype(np.float32)
     )
     positive_idx = np.flatnonzero(labels.numpy() > 0.5)
     negative_idx = np.flatnonzero(labels.numpy() < 0.5)
     draw = min(len(negative_idx), recipe.negatives_per_positive * len(positive_idx))
-    module = build(ARCHITECTURE)
+    module = build(recipe.architecture)
     optimiser = torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps_per_epoch = math.ceil((len(positive_idx) + draw) / 64)
+    steps_per_epoch = math.ceil((len(positive_idx) + draw) / BATCH)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=3e-3, total_steps=recipe.epochs * steps_per_epoch
     )
@@ -246,13 +281,14 @@ def train(recipe: Recipe, studies: list[Study], seed: int) -> tuple[torch.nn.Mod
         module.train()
         chosen = np.concatenate([positive_idx, rng.choice(negative_idx, draw, replace=False)])
         rng.shuffle(chosen)
-        for start in range(0, len(chosen), 64):
-            index = torch.from_numpy(chosen[start : start + 64])
-            x = images[index]
+        for start in range(0, len(chosen), BATCH):
+            rows = chosen[start : start + BATCH]
+            x = model_inputs(bank, index, rows)
             # Flips are label-preserving here (lesions appear on either side) and cheap.
             if rng.random() < 0.5:
                 x = torch.flip(x, dims=[3])
-            loss = F.binary_cross_entropy_with_logits(module(x).reshape(-1), labels[index])
+            target = labels[torch.from_numpy(rows)]
+            loss = F.binary_cross_entropy_with_logits(module(x).reshape(-1), target)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -261,7 +297,7 @@ def train(recipe: Recipe, studies: list[Study], seed: int) -> tuple[torch.nn.Mod
     return module, len(positive_idx) + draw
 
 
-def run(recipe: Recipe, seed: int, models_root: Path) -> dict[str, Any]:
+def run(recipe: Recipe, seed: int, models_root: Path, threads: int) -> dict[str, Any]:
     """Train, pick the threshold, evaluate, and write one model's weights and manifest."""
     started = time.perf_counter()
     train_set = make_studies(recipe, seed, TRAIN, recipe.train_studies // 2)
@@ -270,30 +306,33 @@ def run(recipe: Recipe, seed: int, models_root: Path) -> dict[str, Any]:
 
     validation = make_studies(recipe, seed, VALIDATION, VALIDATION_PER_CLASS)
     val_labels = np.array([s.positive for s in validation])
-    threshold = choose_threshold(study_scores(module, validation), val_labels, TARGET_SENSITIVITY)
+    context = recipe.input.context_slices
+    val_scores = study_scores(module, validation, context)
+    threshold = choose_threshold(val_scores, val_labels, TARGET_SENSITIVITY)
+    high_sensitivity = choose_threshold(val_scores, val_labels, HIGH_SENSITIVITY)
     held_out = make_studies(recipe, seed, HELD_OUT, HELD_OUT_PER_CLASS)
     labels = np.array([s.positive for s in held_out])
-    scores = study_scores(module, held_out)
+    scores = study_scores(module, held_out, context)
     sensitivity, specificity = sensitivity_specificity(scores, labels, threshold)
     figures = {
         "auc": round(auc(scores, labels), 4),
         "sensitivity": round(sensitivity, 4),
         "specificity": round(specificity, 4),
-        "validation_auc": round(auc(study_scores(module, validation), val_labels), 4),
+        "validation_auc": round(auc(val_scores, val_labels), 4),
     }
 
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
     weights = buffer.getvalue()
     name = PROGRAMMES[recipe.programme].model_name
-    instances = sum(len(s.images) for s in train_set)
+    instances = sum(len(s.slices) for s in train_set)
     manifest = {
         "name": name,
         "version": VERSION,
         "programme": recipe.programme,
         "modalities": sorted(PROGRAMMES[recipe.programme].modalities),
         "task": recipe.task,
-        "architecture": ARCHITECTURE,
+        "architecture": recipe.architecture,
         "format": "state_dict",
         "weights_file": "weights.pt",
         "weights_sha256": sha256_bytes(weights),
@@ -301,6 +340,10 @@ def run(recipe: Recipe, seed: int, models_root: Path) -> dict[str, Any]:
         "aggregation": AGGREGATION,
         "output_label": recipe.output_label,
         "threshold": threshold,
+        "operating_points": {"high_sensitivity": high_sensitivity},
+        "licence": "Apache-2.0, like screenlake",
+        "training_data": f"{len(train_set)} synthetic studies from {recipe.generator} "
+        "(screenlake.synth), with lesion labels from the generator; no patient data",
         "training": {
             "generator": recipe.generator,
             "seed": seed,
@@ -311,11 +354,13 @@ def run(recipe: Recipe, seed: int, models_root: Path) -> dict[str, Any]:
             "images_per_epoch": per_epoch,
             "epochs": recipe.epochs,
             "labels": "per-instance lesion labels from the generator",
-            "optimiser": "AdamW, one-cycle learning rate up to 3e-3, batch 64, horizontal flips",
+            "optimiser": f"AdamW, one-cycle learning rate up to 3e-3, batch {BATCH}, "
+            "horizontal flips",
             "threshold_rule": f"best sensitivity + specificity among thresholds with "
             f"study-level sensitivity >= {TARGET_SENSITIVITY} on {len(validation)} "
-            "validation studies",
-            "device": "cpu, 1 thread, deterministic algorithms",
+            "validation studies; operating point high_sensitivity the same at "
+            f"sensitivity >= {HIGH_SENSITIVITY}",
+            "device": f"cpu, {threads} thread(s), deterministic algorithms",
             "torch": torch.__version__,
         },
         "evaluation": {
@@ -366,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--programme", choices=[*sorted(RECIPES), "all"], default="all")
     parser.add_argument("--seed", type=int, default=20240501)
     parser.add_argument(
+        "--threads", type=int, default=2, help="CPU threads (the weights depend on it)"
+    )
+    parser.add_argument(
         "--models-root",
         type=Path,
         default=Path(__file__).resolve().parent,
@@ -374,12 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
-    # One thread and deterministic kernels: the same seed gives the same weights on this CPU.
-    torch.set_num_threads(1)
+    # A fixed thread count and deterministic kernels: the same seed gives the same weights.
+    torch.set_num_threads(max(1, args.threads))
     torch.use_deterministic_algorithms(True)
     names = sorted(RECIPES) if args.programme == "all" else [args.programme]
     for name in names:
-        report = run(RECIPES[name], args.seed, args.models_root)
+        report = run(RECIPES[name], args.seed, args.models_root, max(1, args.threads))
         print(json.dumps(report))
     return 0
 

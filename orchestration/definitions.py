@@ -3,21 +3,44 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
 from assets import catalog, deidentify, infer, ingest, publish, validate
 from orchestration.automation import new_studies_sensor, nightly_screening, screening_job
 from orchestration.resources import resources_for
+from resources.models import ModelRegistry
 
 _modules = [ingest, deidentify, catalog, infer, validate, publish]
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(_modules),
-    asset_checks=dg.load_asset_checks_from_modules(_modules),
-    jobs=[screening_job],
-    schedules=[nightly_screening],
-    sensors=[new_studies_sensor],
+
+def _assets(models: ModelRegistry) -> list[Any]:
+    """Every asset, the inference ones versioned by the models the registry `models` uses."""
+    versioned = infer.inference_assets(models)
+    replaced = {key for asset in versioned for key in asset.keys}
+    others = [
+        asset
+        for asset in dg.load_assets_from_modules(_modules)
+        if not (isinstance(asset, dg.AssetsDefinition) and asset.keys & replaced)
+    ]
+    return [*others, *versioned]
+
+
+def definitions_for(env: str, settings: Mapping[str, str]) -> dg.Definitions:
+    """screenlake's Definitions for environment `env` with the settings in `settings`; the
+    inference assets' code version comes from the models folder the `models` resource uses."""
     # Folders only (no secrets): the key resources read their variables at run time.
-    resources=resources_for(os.environ.get("SCREENLAKE_ENV", "local"), os.environ),
-)
+    resources = resources_for(env, settings)
+    return dg.Definitions(
+        assets=_assets(resources["models"]),
+        asset_checks=dg.load_asset_checks_from_modules(_modules),
+        jobs=[screening_job],
+        schedules=[nightly_screening],
+        sensors=[new_studies_sensor],
+        resources=resources,
+    )
+
+
+defs = definitions_for(os.environ.get("SCREENLAKE_ENV", "local"), os.environ)

@@ -136,6 +136,19 @@ def zone_for(
     )
 
 
+def _programme_models(settings: Mapping[str, str]) -> dict[str, str]:
+    """SCREENLAKE_MODEL_<PROGRAMME> (e.g. SCREENLAKE_MODEL_LUNG_LDCT): the registered model a
+    programme uses instead of its reference model."""
+    from screenlake.programmes import PROGRAMME_NAMES
+
+    chosen = {}
+    for programme in PROGRAMME_NAMES:
+        name = (settings.get(f"SCREENLAKE_MODEL_{programme.upper()}") or "").strip()
+        if name:
+            chosen[programme] = name
+    return chosen
+
+
 def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
     """Resources for environment `env`, with non-secret settings (folders) from `settings`.
 
@@ -173,5 +186,11 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
         "models": ModelRegistry(
             models_root=_setting(settings, "SCREENLAKE_MODELS", PROJECT_ROOT / "models"),
             device=settings.get("SCREENLAKE_DEVICE") or None,
+            batch_size=_number(settings, "SCREENLAKE_INFER_BATCH_SIZE", 0) or None,
+            loader_workers=_number(settings, "SCREENLAKE_INFER_WORKERS", 2),
+            cache_dir=_setting(settings, "SCREENLAKE_MODEL_CACHE", var / "models-cache"),
+            s3_endpoint_url=(settings.get("SCREENLAKE_S3_ENDPOINT") or "").strip() or None,
+            s3_region=(settings.get("SCREENLAKE_S3_REGION") or "").strip() or DEFAULT_REGION,
+            programme_models=_programme_models(settings),
         ),
     }

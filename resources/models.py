@@ -6,28 +6,64 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from pydantic import Field
+
+from screenlake.objectstore.access import DEFAULT_REGION, S3Access
 
 if TYPE_CHECKING:
     from screenlake.inference.registry import LoadedModel
 
 DEFAULT_MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
+MODELS_S3_CREDENTIALS_ENV = "SCREENLAKE_MODELS_S3"
 
 
 class ModelRegistry(dg.ConfigurableResource):
-    """Models by name from a folder of model folders (manifest + weights), hash-checked on load."""
+    """Models by name from a folder of model folders (manifest + weights), hash-checked on load.
+
+    A manifest may name its weights by `weights_uri` (s3://bucket/key) instead of a file: they
+    are downloaded once into `cache_dir` from `s3_endpoint_url` (None: AWS) with the credentials
+    in SCREENLAKE_MODELS_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY (else boto3's default chain).
+    """
 
     models_root: str = str(DEFAULT_MODELS_ROOT)
     device: str | None = None
-    batch_size: int = 64
-    loader_workers: int = 0
+    # None: 64 images a batch on the CPU, 256 on a GPU (`default_batch_size`).
+    batch_size: int | None = None
+    loader_workers: int = 2
+    cache_dir: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = DEFAULT_REGION
+    # Programme -> registered model name, where the deployment chooses another model than the
+    # programme's reference model (SCREENLAKE_MODEL_<PROGRAMME>): no code changes to swap one.
+    programme_models: dict[str, str] = Field(default_factory=dict)
+
+    def model_name_for(self, programme: str) -> str:
+        """The registered model that scores `programme`: the configured one, else the
+        programme's reference model."""
+        from screenlake.programmes import get_programme
+
+        return self.programme_models.get(programme) or get_programme(programme).model_name
 
     def models_root_path(self) -> Path:
         """The folder holding one sub-folder per registered model."""
         return Path(self.models_root).resolve()
+
+    def cache_path(self) -> Path | None:
+        """The folder that keeps weights downloaded from object storage; None when unset."""
+        return Path(self.cache_dir).expanduser().resolve() if self.cache_dir else None
+
+    def s3_access(self) -> S3Access:
+        """How to reach the object store that holds models' `weights_uri`."""
+        return S3Access(self.s3_endpoint_url or None, self.s3_region, MODELS_S3_CREDENTIALS_ENV)
 
     def load(self, model_name: str) -> LoadedModel:
         """Load and verify a model; raises ModelIntegrityError when its weights do not match."""
         # torch takes over a second to import: only runs that infer pay for it.
         from screenlake.inference.registry import load_model, model_dir_for
 
-        return load_model(model_dir_for(self.models_root_path(), model_name), device=self.device)
+        return load_model(
+            model_dir_for(self.models_root_path(), model_name),
+            device=self.device,
+            cache_dir=self.cache_path(),
+            s3=self.s3_access(),
+        )

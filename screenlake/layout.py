@@ -108,6 +108,11 @@ def research_dicom_dir(batch: Batch, key: bytes) -> PurePosixPath:
     return PurePosixPath("dicom") / batch.research_prefix(key)
 
 
+def inference_shards_dir(batch: Batch, key: bytes, model_name: str) -> PurePosixPath:
+    """Finished inference shards of a batch, kept until its predictions table is written."""
+    return PurePosixPath("inference") / model_name / batch.research_prefix(key)
+
+
 def lake_table_path(table: TableSchema, batch: Batch, key: bytes) -> PurePosixPath:
     """One batch's Parquet file of a lake table."""
     if table.zone != "research":

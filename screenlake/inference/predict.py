@@ -1,28 +1,29 @@
 """Batched inference over research-zone DICOM instances, and per-study findings from its scores.
 
-Decoding and preprocessing happen in the DataLoader's workers; a file that cannot be used becomes
-a `failed` prediction with its reason, never an exception, so one bad file does not stop a
-partition and every input instance ends in exactly one output row.
+Decoding and preprocessing happen in the DataLoader's workers (`loading`); a file that cannot be
+used becomes a `failed` prediction with its reason, never an exception, so one bad file does not
+stop a partition and every input instance ends in exactly one output row. Work goes in shards of
+whole studies (`shards`) that a crashed run resumes from.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pydicom
 import torch
-from pydicom.errors import InvalidDicomError
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from screenlake.errors import ConfigurationError, ModelIntegrityError, UnreadableInstanceError
-from screenlake.inference.preprocess import instance_tensor
-from screenlake.inference.registry import LoadedModel, ModelManifest
+from screenlake.errors import ConfigurationError, ModelIntegrityError
+from screenlake.inference.loading import LoadedUnit, UnitDataset
+from screenlake.inference.manifest import ModelManifest
+from screenlake.inference.registry import LoadedModel
+from screenlake.inference.shards import IMAGES_PER_SHARD, ShardStore, plan_shards
 from screenlake.tables import INSTANCE_PREDICTIONS, STUDY_FINDINGS
 
 STATUS_OK = "ok"
@@ -46,7 +47,12 @@ _STUDY_DESCRIPTORS = ("study_instance_uid", "patient_pseudonym", "study_date")
 
 @dataclass(frozen=True)
 class PredictionRun:
-    """Predictions plus where the time went, so that the slower of loader and model is known."""
+    """Predictions plus where the time went, so that the slower of loader and model is known.
+
+    `loader_seconds` is time the model waited for the loader; with workers loading ahead it is
+    what loading costs beyond what overlaps with computing. `shards_reused` were finished by an
+    earlier run and read back instead of computed.
+    """
 
     predictions: pl.DataFrame
     instances: int
@@ -54,97 +60,51 @@ class PredictionRun:
     batches: int
     loader_seconds: float
     model_seconds: float
+    wall_seconds: float
+    shards: int
+    shards_reused: int
+
+    @property
+    def images_per_second(self) -> float:
+        """Instances through the model (or failed) per wall-clock second of this run."""
+        return self.instances / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def loading_share(self) -> float:
+        """Share of the loop's time spent waiting for inputs rather than computing."""
+        busy = self.loader_seconds + self.model_seconds
+        return self.loader_seconds / busy if busy > 0 else 0.0
 
 
 @dataclass(frozen=True)
-class _Item:
-    index: int
-    image: np.ndarray | None
-    reason: str | None
+class Progress:
+    """How far a run is: studies and images done of the total, and images/s so far."""
+
+    studies_done: int
+    studies_total: int
+    images_done: int
+    images_total: int
+    images_per_second: float
 
 
-@dataclass(frozen=True)
-class _Batch:
-    indices: list[int]
-    images: torch.Tensor | None
-    failures: list[tuple[int, str]]
-
-    def pin_memory(self) -> _Batch:
-        """Called by the DataLoader when pin_memory is on (CUDA)."""
-        images = self.images.pin_memory() if self.images is not None else None
-        return _Batch(self.indices, images, self.failures)
-
-
-class InstanceDataset(Dataset[_Item]):
-    """Research-zone DICOM files as model inputs; an unusable file yields a marked item."""
-
-    def __init__(
-        self,
-        root: Path,
-        paths: Sequence[str | None],
-        modalities: Sequence[str | None],
-        manifest: ModelManifest,
-    ) -> None:
-        self.root, self.paths, self.modalities, self.manifest = root, paths, modalities, manifest
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> _Item:
-        try:
-            return _Item(index, self._load(index), None)
-        except UnreadableInstanceError as error:
-            return _Item(index, None, str(error))
-
-    def _load(self, index: int) -> np.ndarray:
-        relative, modality = self.paths[index], self.modalities[index]
-        if not relative:
-            raise UnreadableInstanceError("instance has no research_path")
-        # The catalogue's modality is checked first so that a misrouted series costs no reading.
-        if modality is not None and modality.upper() not in self.manifest.modalities:
-            raise UnreadableInstanceError(
-                f"modality {modality} is not read by model {self.manifest.name} "
-                f"(it reads {', '.join(self.manifest.modalities)})"
-            )
-        path = self.root / relative
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError as error:
-            raise UnreadableInstanceError(f"not a DICOM file: {error}") from error
-        except OSError as error:
-            raise UnreadableInstanceError(f"file cannot be read: {error.strerror}") from error
-        except (EOFError, ValueError, KeyError) as error:
-            raise UnreadableInstanceError(f"DICOM header does not parse: {error}") from error
-        return instance_tensor(ds, self.manifest)
-
-
-def _collate(items: list[_Item]) -> _Batch:
-    indices: list[int] = []
-    images: list[np.ndarray] = []
-    failures: list[tuple[int, str]] = []
-    for item in items:
-        if item.image is None:
-            failures.append((item.index, item.reason or "unknown"))
-        else:
-            indices.append(item.index)
-            images.append(item.image)
-    stacked = torch.from_numpy(np.stack(images)) if images else None
-    return _Batch(indices, stacked, failures)
+def default_batch_size(device: str) -> int:
+    """Images per model call when none is configured: larger on a GPU, whose memory holds more."""
+    return 256 if device.startswith("cuda") else 64
 
 
 def scores_for(module: nn.Module, images: torch.Tensor, device: str) -> np.ndarray:
     """Sigmoid of the module's logit for each image in `images` (N, C, H, W), as float64 (N,).
 
-    Runs under `torch.inference_mode()`, with float16 autocast on CUDA.
+    Runs under `torch.inference_mode()`; on CUDA with float16 autocast and channels-last memory.
     """
     count = images.shape[0]
     with torch.inference_mode():
-        batch = images.to(device, non_blocking=True)
-        if batch.device.type == "cuda":
+        if device.startswith("cuda"):
+            batch = images.to(device, non_blocking=True, memory_format=torch.channels_last)
             with torch.autocast(device_type="cuda", dtype=torch.float16):
                 logits = module(batch)
         else:
-            logits = module(batch)
+            logits = module(images.to(device))
         scores = torch.sigmoid(logits.float()).reshape(-1).cpu().numpy().astype(np.float64)
     if scores.shape != (count,):
         raise ModelIntegrityError(
@@ -154,93 +114,217 @@ def scores_for(module: nn.Module, images: torch.Tensor, device: str) -> np.ndarr
     return scores
 
 
+class _Outcomes:
+    """Per-row status, score and reason, filled in as batches come back from the model."""
+
+    def __init__(self, count: int) -> None:
+        self.statuses = [STATUS_FAILED] * count
+        self.scores: list[float | None] = [None] * count
+        self.reasons: list[str | None] = ["not scored"] * count
+
+    def fail(self, row: int, reason: str) -> None:
+        self.reasons[row] = reason
+
+    def score(self, rows: Sequence[int], values: np.ndarray) -> None:
+        for row, value in zip(rows, values.tolist(), strict=True):
+            if np.isfinite(value):
+                self.statuses[row], self.scores[row], self.reasons[row] = STATUS_OK, value, None
+            else:
+                self.reasons[row] = "the model returned a non-finite score"
+
+    def frame(
+        self, instances: pl.DataFrame, rows: Sequence[int], manifest: ModelManifest
+    ) -> pl.DataFrame:
+        keep = [c for c in INSTANCE_PREDICTIONS.columns if c not in _PREDICTED]
+        return (
+            instances[list(rows)]
+            .select(keep)
+            .with_columns(
+                pl.Series("status", [self.statuses[r] for r in rows], dtype=pl.String),
+                pl.Series("score", [self.scores[r] for r in rows], dtype=pl.Float64),
+                pl.Series("failure_reason", [self.reasons[r] for r in rows], dtype=pl.String),
+                pl.lit(manifest.name, dtype=pl.String).alias("model_name"),
+                pl.lit(manifest.version, dtype=pl.String).alias("model_version"),
+                pl.lit(manifest.weights_sha256, dtype=pl.String).alias("weights_sha256"),
+            )
+            .select(INSTANCE_PREDICTIONS.columns)
+        )
+
+
 def run_predictions(
     instances: pl.DataFrame,
     root: Path,
     model: LoadedModel,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_workers: int = 0,
+    shard_store: ShardStore | None = None,
+    images_per_shard: int = IMAGES_PER_SHARD,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> PredictionRun:
-    """Score every instance: the predictions (as `predict_instances`), loader and model times."""
+    """Score every instance: the predictions (as `predict_instances`), and where the time went.
+
+    Work is planned in shards of whole studies (`plan_shards`); with a `shard_store`, each
+    shard is kept as it finishes and a later run with the same instances and model re-uses it,
+    so a run that crashed resumes where it stopped. Batches of `batch_size` images (default per
+    device) span units and studies; `on_progress` hears after each shard.
+    """
+    batch_size = batch_size or default_batch_size(model.device)
     if batch_size < 1 or num_workers < 0:
         raise ConfigurationError(
             f"batch_size must be >= 1 and num_workers >= 0 (got {batch_size}, {num_workers})"
         )
     keep = [c for c in INSTANCE_PREDICTIONS.columns if c not in _PREDICTED]
-    _require_columns(instances, [*keep, "research_path", "modality"], "instances")
+    needed = [*keep, "research_path", "modality", "series_instance_uid"]
+    _require_columns(instances, needed, "instances")
     manifest = model.manifest
     _require_programme(instances, manifest)
+    started = time.perf_counter()
+    shards = plan_shards(instances, manifest, images_per_shard)
+    finished = {s.number: shard_store.finished(s) for s in shards} if shard_store else {}
+    todo = [s for s in shards if finished.get(s.number) is None]
+    frames = {n: f for n, f in finished.items() if f is not None}
+    outcomes = _Outcomes(instances.height)
+    timer = _Timer()
+    done_images = sum(f.height for f in frames.values())
+    done_studies = sum(s.studies for s in shards if s.number in frames)
 
-    count = instances.height
-    statuses = [STATUS_FAILED] * count
-    scores: list[float | None] = [None] * count
-    reasons: list[str | None] = ["not scored"] * count
-    loader_seconds = model_seconds = 0.0
-    batches = 0
-    if count:
-        dataset = InstanceDataset(
-            root, instances["research_path"].to_list(), instances["modality"].to_list(), manifest
-        )
+    if todo:
+        if model.device.startswith("cuda"):
+            model.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        units = [(shard, unit) for shard in todo for unit in shard.units]
         loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
+            UnitDataset(root, [u for _, u in units], manifest),
+            batch_size=None,
             shuffle=False,
             num_workers=num_workers,
-            collate_fn=_collate,
             pin_memory=model.device.startswith("cuda"),
         )
-        started = time.perf_counter()
-        for batch in loader:
-            loaded = time.perf_counter()
-            loader_seconds += loaded - started
-            batches += 1
-            for index, reason in batch.failures:
-                reasons[index] = reason
-            if batch.images is not None:
-                values = scores_for(model.module, batch.images, model.device)
-                for index, value in zip(batch.indices, values.tolist(), strict=True):
-                    if np.isfinite(value):
-                        statuses[index], scores[index], reasons[index] = STATUS_OK, value, None
-                    else:
-                        reasons[index] = "the model returned a non-finite score"
-            started = time.perf_counter()
-            model_seconds += started - loaded
+        pending = _PendingBatch(batch_size)
+        left = {shard.number: len(shard.units) for shard in todo}
+        for (shard, _), loaded in zip(units, timer.waiting(loader), strict=True):
+            for row, reason in loaded.failures:
+                outcomes.fail(row, reason)
+            if loaded.images is not None:
+                pending.add(loaded.rows, loaded.images)
+            while pending.full():
+                timer.compute(model, *pending.take(), outcomes)
+            left[shard.number] -= 1
+            if left[shard.number]:
+                continue
+            # The shard is complete only once its images left the pending batch too.
+            if pending:
+                timer.compute(model, *pending.take(), outcomes)
+            frames[shard.number] = outcomes.frame(instances, shard.rows, manifest)
+            if shard_store is not None:
+                shard_store.write(shard, frames[shard.number])
+            done_images += len(shard.rows)
+            done_studies += shard.studies
+            if on_progress is not None:
+                elapsed = time.perf_counter() - started
+                on_progress(
+                    Progress(
+                        done_studies,
+                        sum(s.studies for s in shards),
+                        done_images,
+                        instances.height,
+                        done_images / elapsed if elapsed > 0 else 0.0,
+                    )
+                )
 
-    predictions = (
-        instances.select(keep)
-        .with_columns(
-            pl.Series("status", statuses, dtype=pl.String),
-            pl.Series("score", scores, dtype=pl.Float64),
-            pl.Series("failure_reason", reasons, dtype=pl.String),
-            pl.lit(manifest.name, dtype=pl.String).alias("model_name"),
-            pl.lit(manifest.version, dtype=pl.String).alias("model_version"),
-            pl.lit(manifest.weights_sha256, dtype=pl.String).alias("weights_sha256"),
+    predictions = outcomes.frame(instances, [], manifest)
+    if shards:
+        # Shards hold whole studies in study order; the table keeps the catalogue's row order.
+        positions = pl.Series("_row", [row for s in shards for row in s.rows])
+        predictions = (
+            pl.concat([frames[s.number] for s in shards])
+            .with_columns(positions)
+            .sort("_row")
+            .drop("_row")
         )
-        .select(INSTANCE_PREDICTIONS.columns)
-    )
     return PredictionRun(
         predictions=predictions,
-        instances=count,
-        failed=statuses.count(STATUS_FAILED),
-        batches=batches,
-        loader_seconds=loader_seconds,
-        model_seconds=model_seconds,
+        instances=instances.height,
+        failed=predictions.filter(pl.col("status") == STATUS_FAILED).height,
+        batches=timer.batches,
+        loader_seconds=timer.loader_seconds,
+        model_seconds=timer.model_seconds,
+        wall_seconds=time.perf_counter() - started,
+        shards=len(shards),
+        shards_reused=len(shards) - len(todo),
     )
+
+
+class _PendingBatch:
+    """Images waiting for the model, gathered across units until a batch is full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rows: list[int] = []
+        self.images: list[torch.Tensor] = []
+        self.count = 0
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def add(self, rows: list[int], images: torch.Tensor) -> None:
+        self.rows.extend(rows)
+        self.images.append(images)
+        self.count += images.shape[0]
+
+    def full(self) -> bool:
+        return self.count >= self.size
+
+    def take(self) -> tuple[list[int], torch.Tensor]:
+        """Up to one batch of images, oldest first, and their rows."""
+        images = torch.cat(self.images) if len(self.images) > 1 else self.images[0]
+        taken, rest = images[: self.size], images[self.size :]
+        rows, self.rows = self.rows[: self.size], self.rows[self.size :]
+        self.images = [rest] if rest.shape[0] else []
+        self.count = rest.shape[0]
+        return rows, taken
+
+
+class _Timer:
+    """Time spent waiting for the loader and time spent in the model."""
+
+    def __init__(self) -> None:
+        self.loader_seconds = self.model_seconds = 0.0
+        self.batches = 0
+
+    def waiting(self, loader: Iterable[LoadedUnit]) -> Iterator[LoadedUnit]:
+        iterator = iter(loader)
+        while True:
+            asked = time.perf_counter()
+            try:
+                loaded = next(iterator)
+            except StopIteration:
+                return
+            self.loader_seconds += time.perf_counter() - asked
+            yield loaded
+
+    def compute(
+        self, model: LoadedModel, rows: list[int], images: torch.Tensor, outcomes: _Outcomes
+    ) -> None:
+        began = time.perf_counter()
+        outcomes.score(rows, scores_for(model.module, images, model.device))
+        self.model_seconds += time.perf_counter() - began
+        self.batches += 1
 
 
 def predict_instances(
     instances: pl.DataFrame,
     root: Path,
     model: LoadedModel,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_workers: int = 0,
 ) -> pl.DataFrame:
     """One `INSTANCE_PREDICTIONS` row per row of `instances`, in the same order.
 
     `instances` needs the table's identifying columns (the partition key, programme,
-    sop_instance_uid, study_instance_uid) plus `research_path` (relative to `root`) and
-    `modality`. A row is `ok` with the sigmoid score in [0, 1], or `failed` with a null score and
-    the reason. Batches span studies; decoding runs in `num_workers` DataLoader workers.
+    sop_instance_uid, study_instance_uid) plus `series_instance_uid`, `research_path` (relative
+    to `root`) and `modality`. A row is `ok` with the sigmoid score in [0, 1], or `failed` with
+    a null score and the reason. Batches span studies; decoding runs in `num_workers`
+    DataLoader workers.
     """
     return run_predictions(instances, root, model, batch_size, num_workers).predictions
 

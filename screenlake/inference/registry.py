@@ -1,297 +1,46 @@
 """Model registry: read and validate a model's manifest, check its weights, load it for inference.
 
-A model is a folder holding `manifest.json` and a weights file. The manifest names the
-architecture, the input the model expects, how instance scores become a study score, the
-decision threshold and the SHA-256 of the weights; a model whose weights differ from that hash
-is refused, so that every prediction's provenance (name, version, weights hash) is true.
+A model is a folder holding `manifest.json` and either a weights file or, in the manifest, the
+`s3://` URI of its weights. The manifest names the architecture, the input the model expects,
+how instance scores become a study score, the decision threshold, the licence, the training data
+and the SHA-256 of the weights; a model whose weights differ from that hash is refused, so that
+every prediction's provenance (name, version, weights hash) is true. Weights from S3 are
+downloaded once into a local cache, named by their hash, and re-checked on every load.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import pickle
-import re
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from models.architectures import ARCHITECTURES
 from screenlake.errors import ConfigurationError, ModelIntegrityError
-from screenlake.programmes import PROGRAMMES
-
-MANIFEST_FILE = "manifest.json"
-FORMATS = ("state_dict", "torchscript")
-NORMALISATIONS = ("ct_window", "bits_stored")
-AGGREGATIONS = ("max", "mean")
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-_TOP_LEVEL = {
-    "name",
-    "version",
-    "programme",
-    "modalities",
-    "task",
-    "architecture",
-    "format",
-    "weights_file",
-    "weights_sha256",
-    "input",
-    "aggregation",
-    "output_label",
-    "threshold",
-    "training",
-    "evaluation",
-    "intended_use",
-    "disclaimer",
-}
-_INPUT = {"size", "channels", "normalisation", "window_center_hu", "window_width_hu", "resize"}
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What one model input is: a (channels, size, size) float image scaled to [0, 1].
-
-    `ct_window` maps Hounsfield units linearly from [center - width/2, center + width/2] onto
-    [0, 1] and clips; `bits_stored` divides stored values by 2**BitsStored - 1 (MONOCHROME1
-    images are inverted so that dense tissue is always bright).
-    """
-
-    size: int
-    channels: int
-    normalisation: str
-    window_center_hu: float | None = None
-    window_width_hu: float | None = None
-    resize: str = "area"
-
-    def to_json(self) -> dict[str, Any]:
-        """The spec as the manifest's `input` object."""
-        out: dict[str, Any] = {
-            "size": self.size,
-            "channels": self.channels,
-            "normalisation": self.normalisation,
-            "resize": self.resize,
-        }
-        if self.normalisation == "ct_window":
-            out["window_center_hu"] = self.window_center_hu
-            out["window_width_hu"] = self.window_width_hu
-        return out
-
-
-@dataclass(frozen=True)
-class HeldOutEvaluation:
-    """Study-level performance on data the model and its threshold never saw."""
-
-    auc: float
-    sensitivity: float
-    specificity: float
-    studies_positive: int
-    studies_negative: int
-    description: str
-
-
-@dataclass(frozen=True)
-class ModelManifest:
-    """A validated `manifest.json`: what the model is, what it reads and how to use its output."""
-
-    name: str
-    version: str
-    programme: str
-    modalities: tuple[str, ...]
-    task: str
-    architecture: str | None
-    format: str
-    weights_file: str
-    weights_sha256: str
-    input: InputSpec
-    aggregation: str
-    output_label: str
-    threshold: float
-    evaluation: HeldOutEvaluation
-    intended_use: str
-    disclaimer: str
-    # Free-form provenance (generator, seed, sizes, epochs); kept out of hashing and comparison.
-    training: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    source: Path | None = field(default=None, compare=False)
+from screenlake.inference.manifest import (
+    MANIFEST_FILE,
+    SAFE_NAME,
+    ModelManifest,
+    load_manifest,
+    sha256_bytes,
+)
+from screenlake.inference.weights_cache import cached_weights
+from screenlake.objectstore.access import S3Access
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready for inference: its manifest, the module (eval mode) and its device."""
+    """A model ready for inference: its manifest, the module (eval mode, or a torch_export
+    program as exported) and its device."""
 
     manifest: ModelManifest
     module: nn.Module
     device: str
     directory: Path
-
-
-class _Fields:
-    """Typed access to one JSON object of a manifest, raising errors that name field and file."""
-
-    def __init__(self, data: Any, path: Path, prefix: str = "") -> None:
-        if not isinstance(data, dict):
-            what = f"field {prefix.rstrip('.')!r}" if prefix else "the manifest"
-            raise ModelIntegrityError(f"{path}: {what} must be a JSON object")
-        self.data, self.path, self.prefix = data, path, prefix
-
-    def fail(self, key: str, problem: str) -> ModelIntegrityError:
-        return ModelIntegrityError(
-            f"{self.path}: field {self.prefix + key!r} {problem}; fix the manifest "
-            "or re-export the model"
-        )
-
-    def raw(self, key: str, optional: bool = False) -> Any:
-        if key not in self.data or (self.data[key] is None and not optional):
-            raise self.fail(key, "is missing")
-        return self.data[key]
-
-    def text(self, key: str) -> str:
-        value = self.raw(key)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"must be a non-empty string, not {value!r}")
-        return value
-
-    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
-        value = self.text(key)
-        if value not in allowed:
-            raise self.fail(key, f"is {value!r}; allowed: {', '.join(allowed)}")
-        return value
-
-    def number(self, key: str, low: float | None = None, high: float | None = None) -> float:
-        value = self.raw(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, f"must be a number, not {value!r}")
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise self.fail(key, f"is {value}, outside [{low}, {high}]")
-        return float(value)
-
-    def integer(self, key: str, low: int = 0) -> int:
-        value = self.raw(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.fail(key, f"must be an integer >= {low}, not {value!r}")
-        return value
-
-    def unknown(self, known: set[str]) -> None:
-        extra = sorted(set(self.data) - known)
-        if extra:
-            raise self.fail(
-                extra[0], f"is not a manifest field (known: {', '.join(sorted(known))})"
-            )
-
-
-def parse_manifest(data: Any, source: Path) -> ModelManifest:
-    """Validate a manifest already parsed from JSON; `source` names it in error messages."""
-    top = _Fields(data, source)
-    top.unknown(_TOP_LEVEL)
-    fmt = top.choice("format", FORMATS)
-    architecture: str | None
-    if fmt == "state_dict":
-        architecture = top.choice("architecture", tuple(sorted(ARCHITECTURES)))
-    else:
-        raw_arch = top.raw("architecture", optional=True)
-        architecture = raw_arch if isinstance(raw_arch, str) else None
-
-    modalities = top.raw("modalities")
-    if (
-        not isinstance(modalities, list)
-        or not modalities
-        or not all(isinstance(m, str) and m for m in modalities)
-    ):
-        raise top.fail(
-            "modalities", f"must be a non-empty list of DICOM modalities, not {modalities!r}"
-        )
-
-    weights_file = top.text("weights_file")
-    if not _SAFE_NAME.match(weights_file):
-        raise top.fail(
-            "weights_file", f"must be a file name inside the model folder, not {weights_file!r}"
-        )
-    sha = top.text("weights_sha256")
-    if not _SHA256.match(sha):
-        raise top.fail("weights_sha256", "must be 64 lower-case hexadecimal digits")
-    version = top.text("version")
-    if not _VERSION.match(version):
-        raise top.fail("version", f"must be a semantic version such as '1.0.0', not {version!r}")
-    programme = top.choice("programme", tuple(sorted(PROGRAMMES)))
-
-    spec = _input_spec(_Fields(top.raw("input"), source, "input."))
-    ev = _Fields(top.raw("evaluation"), source, "evaluation.")
-    evaluation = HeldOutEvaluation(
-        auc=ev.number("auc", 0.0, 1.0),
-        sensitivity=ev.number("sensitivity", 0.0, 1.0),
-        specificity=ev.number("specificity", 0.0, 1.0),
-        studies_positive=ev.integer("studies_positive"),
-        studies_negative=ev.integer("studies_negative"),
-        description=ev.text("description"),
-    )
-    training = _Fields(top.raw("training"), source, "training.").data
-
-    return ModelManifest(
-        name=top.text("name"),
-        version=version,
-        programme=programme,
-        modalities=tuple(m.upper() for m in modalities),
-        task=top.text("task"),
-        architecture=architecture,
-        format=fmt,
-        weights_file=weights_file,
-        weights_sha256=sha,
-        input=spec,
-        aggregation=top.choice("aggregation", AGGREGATIONS),
-        output_label=top.text("output_label"),
-        threshold=top.number("threshold", 0.0, 1.0),
-        evaluation=evaluation,
-        intended_use=top.text("intended_use"),
-        disclaimer=top.text("disclaimer"),
-        training=dict(training),
-        source=source,
-    )
-
-
-def _input_spec(fields: _Fields) -> InputSpec:
-    fields.unknown(_INPUT)
-    channels = fields.integer("channels", low=1)
-    if channels != 1:
-        raise fields.fail("channels", f"is {channels}; only single-channel models are supported")
-    normalisation = fields.choice("normalisation", NORMALISATIONS)
-    center = width = None
-    if normalisation == "ct_window":
-        center = fields.number("window_center_hu", -2048.0, 4095.0)
-        width = fields.number("window_width_hu", 1.0, 8192.0)
-    resize = fields.choice("resize", ("area",)) if "resize" in fields.data else "area"
-    return InputSpec(
-        size=fields.integer("size", low=8),
-        channels=channels,
-        normalisation=normalisation,
-        window_center_hu=center,
-        window_width_hu=width,
-        resize=resize,
-    )
-
-
-def load_manifest(path: Path) -> ModelManifest:
-    """The validated manifest at `path`; ModelIntegrityError names the bad field and the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ModelIntegrityError(f"{path}: manifest cannot be read ({error.strerror})") from error
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ModelIntegrityError(f"{path}: manifest is not valid JSON ({error})") from error
-    return parse_manifest(data, path)
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Lower-case hexadecimal SHA-256 of `data`."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -316,37 +65,62 @@ def resolve_device(device: str | None = None) -> str:
     return str(parsed)
 
 
-def load_model(model_dir: Path, device: str | None = None) -> LoadedModel:
+def load_model(
+    model_dir: Path,
+    device: str | None = None,
+    cache_dir: Path | None = None,
+    s3: S3Access | None = None,
+) -> LoadedModel:
     """Load the model in `model_dir` after checking its manifest and weights hash.
 
     The weights are read once, hashed, and loaded from those same bytes, so the module that runs
-    is the one the hash describes. Refuses (ModelIntegrityError) a hash that differs from the
-    manifest, weights that do not fit the architecture, or a module that does not return one
-    logit per image.
+    is the one the hash describes. Weights named by `weights_uri` are downloaded once through
+    `s3` (default: AWS with the SCREENLAKE_MODELS_S3_* credentials) into `cache_dir`, which they
+    need. Refuses (ModelIntegrityError) a hash that differs from the manifest, weights that do
+    not fit the architecture, or a module that does not return one logit per image whatever
+    the other images of its batch.
     """
     manifest = load_manifest(model_dir / MANIFEST_FILE)
-    weights_path = model_dir / manifest.weights_file
-    try:
-        data = weights_path.read_bytes()
-    except OSError as error:
-        raise ModelIntegrityError(
-            f"{weights_path}: weights file named by the manifest cannot be read ({error.strerror})"
-        ) from error
-    digest = sha256_bytes(data)
-    if digest != manifest.weights_sha256:
-        raise ModelIntegrityError(
-            f"{weights_path}: weights hash {digest} differs from the manifest's weights_sha256 "
-            f"{manifest.weights_sha256}; the file was changed after export. Restore the exported "
-            "weights, or export the model again under a new version"
+    if manifest.weights_file is not None:
+        weights_path = model_dir / manifest.weights_file
+        advice = (
+            "the file was changed after export. Restore the exported weights, or export the "
+            "model again under a new version"
         )
+    else:
+        weights_path = cached_weights(manifest, cache_dir, s3)
+        advice = (
+            "the cached copy was changed after download. Delete it, and the next load "
+            "downloads the weights again"
+        )
+    data = _verified_weights(weights_path, manifest.weights_sha256, advice)
     resolved = resolve_device(device)
     module = _module_from_bytes(manifest, data, weights_path)
     module.to(resolved)
-    module.eval()
+    if manifest.format != "torch_export":
+        # An exported program is frozen in the mode it was exported in and refuses eval();
+        # _check_output catches one exported in training mode.
+        module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     _check_output(module, manifest, resolved, weights_path)
     return LoadedModel(manifest=manifest, module=module, device=resolved, directory=model_dir)
+
+
+def _verified_weights(path: Path, expected: str, advice: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelIntegrityError(
+            f"{path}: weights file named by the manifest cannot be read ({error.strerror})"
+        ) from error
+    digest = sha256_bytes(data)
+    if digest != expected:
+        raise ModelIntegrityError(
+            f"{path}: weights hash {digest} differs from the manifest's weights_sha256 "
+            f"{expected}; {advice}"
+        )
+    return data
 
 
 def _module_from_bytes(manifest: ModelManifest, data: bytes, path: Path) -> nn.Module:
@@ -356,6 +130,13 @@ def _module_from_bytes(manifest: ModelManifest, data: bytes, path: Path) -> nn.M
         except RuntimeError as error:
             raise ModelIntegrityError(
                 f"{path}: not a loadable TorchScript module ({error})"
+            ) from error
+    if manifest.format == "torch_export":
+        try:
+            return torch.export.load(io.BytesIO(data)).module()
+        except (RuntimeError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ModelIntegrityError(
+                f"{path}: not a program saved with torch.export.save ({error})"
             ) from error
     assert manifest.architecture is not None  # parse_manifest requires it for state_dict
     module = ARCHITECTURES[manifest.architecture]()
@@ -376,20 +157,49 @@ def _module_from_bytes(manifest: ModelManifest, data: bytes, path: Path) -> nn.M
 
 def _check_output(module: nn.Module, manifest: ModelManifest, device: str, path: Path) -> None:
     spec = manifest.input
-    probe = torch.zeros(2, spec.channels, spec.size, spec.size, device=device)
-    with torch.inference_mode():
-        out = module(probe)
-    if not isinstance(out, torch.Tensor) or out.numel() != 2:
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.rand(2, spec.channels, spec.size, spec.size, generator=generator).to(device)
+    outputs = [_run_probe(module, probe[:n], manifest, path) for n in (2, 1)]
+    # Inference batches vary in size; an image's score must not depend on its batch neighbours
+    # (BatchNorm or dropout left in training mode, typically in a torch_export program).
+    if not torch.allclose(outputs[0].flatten()[:1], outputs[1].flatten(), rtol=1e-2, atol=1e-2):
+        raise ModelIntegrityError(
+            f"{path}: the model scores an image differently alone and in a batch of 2; "
+            "put it in eval mode (module.eval()) before saving or exporting it"
+        )
+
+
+def _run_probe(
+    module: nn.Module, probe: torch.Tensor, manifest: ModelManifest, path: Path
+) -> torch.Tensor:
+    n = probe.shape[0]
+    hint = ""
+    if manifest.format == "torch_export":
+        hint = (
+            "; export it with a dynamic batch dimension, e.g. an example batch of 2 and "
+            "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}"
+        )
+    try:
+        with torch.inference_mode():
+            out = module(probe)
+    # torch.export programs check their input shapes with assertions.
+    except (RuntimeError, AssertionError) as error:
+        raise ModelIntegrityError(
+            f"{path}: the model cannot read a batch of {n} inputs of shape "
+            f"{tuple(probe.shape[1:])} as the manifest's input describes ({error}){hint}"
+        ) from error
+    if not isinstance(out, torch.Tensor) or out.numel() != n:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelIntegrityError(
-            f"{path}: the model returns {shape} for a batch of 2 inputs; "
+            f"{path}: the model returns {shape} for a batch of {n} inputs; "
             "it must return one logit per image"
         )
+    return out
 
 
 def model_dir_for(models_root: Path, model_name: str) -> Path:
     """The folder of model `model_name` under `models_root`; ConfigurationError if it is absent."""
-    if not _SAFE_NAME.match(model_name):
+    if not SAFE_NAME.match(model_name):
         raise ConfigurationError(
             f"model name {model_name!r} is not a plain folder name (letters, digits, '_', '-', '.')"
         )
