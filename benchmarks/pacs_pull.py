@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from resources.dicomweb import PASSWORD_ENV, DicomWebSource
 from resources.dimse import DimseSource
@@ -288,7 +289,7 @@ def main() -> None:
         runs.append(curl_baseline(server, files, web.connections, work / "raw-curl"))
         print(f"curl: {runs[-1].instances} instances in {runs[-1].seconds:.1f} s", flush=True)
 
-        dimse = {
+        dimse: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": server.dicom_port,
             "called_aet": ORTHANC_AET,

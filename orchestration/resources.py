@@ -46,6 +46,13 @@ def _number(settings: Mapping[str, str], name: str, default: float, kind: type =
     return value
 
 
+def _optional_count(settings: Mapping[str, str], name: str) -> int | None:
+    """A non-negative whole number, or None when unset (the component then picks)."""
+    if not (settings.get(name) or "").strip():
+        return None
+    return int(_number(settings, name, 0))
+
+
 def _pacs_common(settings: Mapping[str, str], connections: int) -> dict[str, Any]:
     return {
         "lookback_days": _number(settings, "SCREENLAKE_PACS_LOOKBACK_DAYS", 7),
@@ -186,8 +193,8 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
         "models": ModelRegistry(
             models_root=_setting(settings, "SCREENLAKE_MODELS", PROJECT_ROOT / "models"),
             device=settings.get("SCREENLAKE_DEVICE") or None,
-            batch_size=_number(settings, "SCREENLAKE_INFER_BATCH_SIZE", 0) or None,
-            loader_workers=_number(settings, "SCREENLAKE_INFER_WORKERS", 2),
+            batch_size=_optional_count(settings, "SCREENLAKE_INFER_BATCH_SIZE") or None,
+            loader_workers=_optional_count(settings, "SCREENLAKE_INFER_WORKERS"),
             cache_dir=_setting(settings, "SCREENLAKE_MODEL_CACHE", var / "models-cache"),
             s3_endpoint_url=(settings.get("SCREENLAKE_S3_ENDPOINT") or "").strip() or None,
             s3_region=(settings.get("SCREENLAKE_S3_REGION") or "").strip() or DEFAULT_REGION,

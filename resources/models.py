@@ -29,7 +29,8 @@ class ModelRegistry(dg.ConfigurableResource):
     device: str | None = None
     # None: 64 images a batch on the CPU, 256 on a GPU (`default_batch_size`).
     batch_size: int | None = None
-    loader_workers: int = 2
+    # None: by device (`default_loader_workers`): none on a small CPU, most cores with CUDA.
+    loader_workers: int | None = None
     cache_dir: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str = DEFAULT_REGION

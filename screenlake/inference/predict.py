@@ -8,6 +8,9 @@ whole studies (`shards`) that a crashed run resumes from.
 
 from __future__ import annotations
 
+import math
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,13 +23,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from screenlake.errors import ConfigurationError, ModelIntegrityError
-from screenlake.inference.loading import LoadedUnit, UnitDataset
+from screenlake.inference.loading import LoadedUnit, UnitDataset, WorkUnit
 from screenlake.inference.manifest import ModelManifest
 from screenlake.inference.registry import LoadedModel
-from screenlake.inference.shards import IMAGES_PER_SHARD, ShardStore, plan_shards
+from screenlake.inference.shards import IMAGES_PER_SHARD, Shard, ShardStore, plan_shards
 from screenlake.tables import INSTANCE_PREDICTIONS, STUDY_FINDINGS
 
 STATUS_OK = "ok"
+_WORKER_START = "fork" if sys.platform.startswith("linux") else None
 STATUS_FAILED = "failed"
 
 _PREDICTED = ("status", "score", "failure_reason", "model_name", "model_version", "weights_sha256")
@@ -90,6 +94,17 @@ class Progress:
 def default_batch_size(device: str) -> int:
     """Images per model call when none is configured: larger on a GPU, whose memory holds more."""
     return 256 if device.startswith("cuda") else 64
+
+
+def default_loader_workers(device: str, cores: int | None = None) -> int:
+    """DataLoader workers when none are configured. With CUDA the CPU only loads: most cores
+    decode (two left for the main process). On the CPU the model already uses every core, so
+    workers only take cores from it: none on a small machine, a quarter of the cores on a big
+    one (up to 4), to keep decoding overlapped with computing."""
+    cores = cores or os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return max(1, min(8, cores - 2))
+    return 0 if cores <= 2 else min(4, cores // 4)
 
 
 def scores_for(module: nn.Module, images: torch.Tensor, device: str) -> np.ndarray:
@@ -156,7 +171,7 @@ def run_predictions(
     root: Path,
     model: LoadedModel,
     batch_size: int | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
     shard_store: ShardStore | None = None,
     images_per_shard: int = IMAGES_PER_SHARD,
     on_progress: Callable[[Progress], None] | None = None,
@@ -166,9 +181,12 @@ def run_predictions(
     Work is planned in shards of whole studies (`plan_shards`); with a `shard_store`, each
     shard is kept as it finishes and a later run with the same instances and model re-uses it,
     so a run that crashed resumes where it stopped. Batches of `batch_size` images (default per
-    device) span units and studies; `on_progress` hears after each shard.
+    device) span units and studies, decoded by `num_workers` DataLoader workers (None: by
+    device, `default_loader_workers`); `on_progress` hears after each shard.
     """
     batch_size = batch_size or default_batch_size(model.device)
+    if num_workers is None:
+        num_workers = default_loader_workers(model.device)
     if batch_size < 1 or num_workers < 0:
         raise ConfigurationError(
             f"batch_size must be >= 1 and num_workers >= 0 (got {batch_size}, {num_workers})"
@@ -198,6 +216,10 @@ def run_predictions(
             shuffle=False,
             num_workers=num_workers,
             pin_memory=model.device.startswith("cuda"),
+            # Fork, as on a plain Linux process, also inside a Dagster step (which spawn starts
+            # and would pass on): spawning workers costs over a second every run.
+            multiprocessing_context=_WORKER_START if num_workers else None,
+            prefetch_factor=_units_ahead(units, batch_size, num_workers),
         )
         pending = _PendingBatch(batch_size)
         left = {shard.number: len(shard.units) for shard in todo}
@@ -254,6 +276,17 @@ def run_predictions(
     )
 
 
+def _units_ahead(
+    units: Sequence[tuple[Shard, WorkUnit]], batch_size: int, workers: int
+) -> int | None:
+    """Units each worker keeps ready: enough that two full batches wait for the model, since a
+    unit (a series, or a few instances) is smaller than a batch. None without workers."""
+    if not workers:
+        return None
+    per_unit = max(1.0, sum(len(u.rows) for _, u in units) / max(1, len(units)))
+    return max(2, math.ceil(2 * batch_size / per_unit / workers))
+
+
 class _PendingBatch:
     """Images waiting for the model, gathered across units until a batch is full."""
 
@@ -275,12 +308,21 @@ class _PendingBatch:
         return self.count >= self.size
 
     def take(self) -> tuple[list[int], torch.Tensor]:
-        """Up to one batch of images, oldest first, and their rows."""
-        images = torch.cat(self.images) if len(self.images) > 1 else self.images[0]
-        taken, rest = images[: self.size], images[self.size :]
-        rows, self.rows = self.rows[: self.size], self.rows[self.size :]
-        self.images = [rest] if rest.shape[0] else []
-        self.count = rest.shape[0]
+        """Up to one batch of images, oldest first, and their rows. Only the images taken are
+        copied: what is left of a unit stays a view until its own batch."""
+        pieces, wanted = [], min(self.size, self.count)
+        while wanted:
+            head = self.images[0]
+            if head.shape[0] <= wanted:
+                pieces.append(self.images.pop(0))
+                wanted -= head.shape[0]
+            else:
+                pieces.append(head[:wanted])
+                self.images[0] = head[wanted:]
+                wanted = 0
+        taken = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        rows, self.rows = self.rows[: taken.shape[0]], self.rows[taken.shape[0] :]
+        self.count -= taken.shape[0]
         return rows, taken
 
 

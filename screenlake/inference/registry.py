@@ -28,6 +28,7 @@ from screenlake.inference.manifest import (
     load_manifest,
     sha256_bytes,
 )
+from screenlake.inference.memory import keep_freed_memory_for_reuse
 from screenlake.inference.weights_cache import cached_weights
 from screenlake.objectstore.access import S3Access
 
@@ -95,6 +96,9 @@ def load_model(
         )
     data = _verified_weights(weights_path, manifest.weights_sha256, advice)
     resolved = resolve_device(device)
+    if resolved == "cpu":
+        # This process is about to run batches on the CPU: let it reuse their memory.
+        keep_freed_memory_for_reuse()
     module = _module_from_bytes(manifest, data, weights_path)
     module.to(resolved)
     if manifest.format != "torch_export":

@@ -67,7 +67,7 @@ def generate_export(
         else:
             datasets = cxr_datasets(study, seed, cxr_size)
         for number, ds in enumerate(datasets, start=1):
-            _write(ds, series_dir(out, study) / f"IM{number:05d}.dcm")
+            write_dataset(ds, series_dir(out, study) / f"IM{number:05d}.dcm")
             instances += 1
     study_days = tuple(sorted({s.day for s in planned}))
     bad_files = 0
@@ -107,7 +107,8 @@ def _check_arguments(out: Path, studies: int, seed: int, days: int, labels_path:
         )
 
 
-def _write(ds: Dataset, path: Path) -> None:
+def write_dataset(ds: Dataset, path: Path) -> None:
+    """Write `ds` as a DICOM file with the file meta a PACS export gives it."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

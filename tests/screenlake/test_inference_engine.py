@@ -231,3 +231,33 @@ def test_progress_is_reported_per_shard(
     run_predictions(instances, root, model, images_per_shard=8, on_progress=heard.append)
     assert [(p.studies_done, p.images_done) for p in heard] == [(2, 8), (4, 16), (6, 24)]
     assert all(p.studies_total == 6 and p.images_total == 24 for p in heard)
+
+
+def test_workers_default_by_device_and_cores() -> None:
+    from screenlake.inference.predict import default_loader_workers
+
+    assert default_loader_workers("cpu", 2) == 0
+    assert default_loader_workers("cpu", 16) == 4
+    assert default_loader_workers("cuda", 16) == 8
+    assert default_loader_workers("cuda:0", 2) == 1
+
+
+def test_workers_decode_ahead_and_give_the_same_rows(
+    model: LoadedModel, studies: tuple[Path, pl.DataFrame]
+) -> None:
+    root, instances = studies
+    alone = run_predictions(instances, root, model, batch_size=5)
+    with_workers = run_predictions(instances, root, model, batch_size=5, num_workers=2)
+    assert with_workers.predictions.equals(alone.predictions)
+    # Batches are exactly 5 images across series (6 series of 4 slices): 24 = 4 x 5 + 4.
+    assert with_workers.batches == alone.batches == 5
+
+
+def test_cpu_inference_keeps_freed_memory_for_the_next_batch() -> None:
+    import ctypes.util
+
+    from screenlake.inference.memory import keep_freed_memory_for_reuse
+
+    glibc = ctypes.util.find_library("c") is not None
+    assert keep_freed_memory_for_reuse() is glibc
+    assert keep_freed_memory_for_reuse() is glibc  # once per process; repeating is harmless
