@@ -23,13 +23,14 @@ demo: $(INSTALLED)
 demo-pacs: $(INSTALLED) servers
 	$(BIN)/python -m orchestration.demo_pacs
 
-# The servers the tests start on loopback: Orthanc (with its DICOMweb plugin) from Debian.
+# What the tests start or drive on loopback: Orthanc (with its DICOMweb plugin) from Debian, and
+# Chromium, headless, to check that the programme report renders.
 servers:
-	@if ! command -v Orthanc >/dev/null 2>&1 || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
+	@if ! command -v Orthanc >/dev/null 2>&1 || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb chromium >/dev/null; \
 	  else \
-	    echo "the tests need Orthanc: run 'sudo apt-get install orthanc orthanc-dicomweb' (Debian)" >&2; exit 1; \
+	    echo "the tests need Orthanc and Chromium: run 'sudo apt-get install orthanc orthanc-dicomweb chromium' (Debian)" >&2; exit 1; \
 	  fi; \
 	fi
 

@@ -45,6 +45,14 @@ TARGET_SENSITIVITY = 0.9
 # A second operating point in each manifest, for programmes that prefer to miss less.
 HIGH_SENSITIVITY = 0.97
 BATCH = 64
+# What a programme accepts in service: the nightly positive-rate band (the synthetic exports
+# flag about a third of studies) and the least audited AUC, sensitivity and specificity.
+MONITORING = {
+    "positive_rate_band": [0.05, 0.6],
+    "minimum_auc": 0.85,
+    "minimum_sensitivity": 0.8,
+    "minimum_specificity": 0.7,
+}
 AGGREGATION = "max"
 VALIDATION_PER_CLASS, HELD_OUT_PER_CLASS = 75, 150
 CT_SLICES, CT_SIZE, CXR_SIZE, CXR_BITS = 24, 96, 256, 12
@@ -341,6 +349,7 @@ def run(recipe: Recipe, seed: int, models_root: Path, threads: int) -> dict[str,
         "output_label": recipe.output_label,
         "threshold": threshold,
         "operating_points": {"high_sensitivity": high_sensitivity},
+        "monitoring": MONITORING,
         "licence": "Apache-2.0, like screenlake",
         "training_data": f"{len(train_set)} synthetic studies from {recipe.generator} "
         "(screenlake.synth), with lesion labels from the generator; no patient data",

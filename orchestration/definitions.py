@@ -8,12 +8,36 @@ from typing import Any
 
 import dagster as dg
 
-from assets import catalog, deidentify, infer, ingest, publish, validate
+from assets import (
+    audit,
+    catalog,
+    deidentify,
+    infer,
+    ingest,
+    monitoring,
+    performance,
+    publish,
+    quality_suites,
+    reports,
+    validate,
+)
 from orchestration.automation import new_studies_sensor, nightly_screening, screening_job
 from orchestration.resources import resources_for
 from resources.models import ModelRegistry
 
-_modules = [ingest, deidentify, catalog, infer, validate, publish]
+_modules = [
+    ingest,
+    deidentify,
+    catalog,
+    infer,
+    validate,
+    quality_suites,
+    monitoring,
+    performance,
+    publish,
+    reports,
+    audit,
+]
 
 
 def _assets(models: ModelRegistry) -> list[Any]:

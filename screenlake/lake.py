@@ -16,9 +16,12 @@ import polars as pl
 
 from screenlake.objectstore.location import is_s3_uri
 from screenlake.tables import (
+    AUDIT_TRAIL,
     DEIDENTIFICATION_AUDIT,
+    DRIFT_METRICS,
     INSTANCE_CATALOG,
     INSTANCE_PREDICTIONS,
+    PERFORMANCE_AUDIT,
     SERIES_CATALOG,
     STUDY_CATALOG,
     STUDY_FINDINGS,
@@ -34,6 +37,9 @@ LAKE_TABLES: tuple[TableSchema, ...] = (
     INSTANCE_PREDICTIONS,
     STUDY_FINDINGS,
     VALIDATED_FINDINGS,
+    DRIFT_METRICS,
+    PERFORMANCE_AUDIT,
+    AUDIT_TRAIL,
 )
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 

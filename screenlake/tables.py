@@ -188,6 +188,9 @@ INSTANCE_PREDICTIONS = _table(
     pa.field("status", _s, nullable=False),
     pa.field("score", _f64),
     pa.field("failure_reason", _s),
+    # Mean and standard deviation of the model's input image: intensity drift without pixels.
+    pa.field("input_mean", _f64),
+    pa.field("input_std", _f64),
     pa.field("model_name", _s, nullable=False),
     pa.field("model_version", _s, nullable=False),
     pa.field("weights_sha256", _s, nullable=False),
@@ -219,6 +222,90 @@ VALIDATED_FINDINGS = _table(
     ("study_instance_uid",),
     *STUDY_FINDINGS.schema,
     pa.field("validated_at", _ts, nullable=False),
+)
+
+DRIFT_METRICS = _table(
+    "drift_metrics",
+    "research",
+    ("batch_id", "feature", "statistic"),
+    pa.field("batch_id", _s, nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("kind", _s, nullable=False),  # "input" or "output"
+    pa.field("feature", _s, nullable=False),
+    pa.field("statistic", _s, nullable=False),  # "psi", "ks", "positive_rate"
+    pa.field("value", _f64),
+    pa.field("p_value", _f64),
+    pa.field("threshold", _f64),
+    pa.field("warning", pa.bool_(), nullable=False),
+    pa.field("reference_batches", _i32, nullable=False),
+    pa.field("reference_rows", _i64, nullable=False),
+    pa.field("current_rows", _i64, nullable=False),
+    pa.field("computed_at", _ts, nullable=False),
+)
+
+PERFORMANCE_AUDIT = _table(
+    "performance_audit",
+    "research",
+    ("programme", "window", "site", "device_model", "model_version"),
+    pa.field("batch_id", _s, nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("window", _s, nullable=False),  # "all_time" or "last_<N>_days"
+    pa.field("site", _s, nullable=False),  # "all" or a keyed site token
+    pa.field("device_model", _s, nullable=False),  # "all" or manufacturer + model name
+    pa.field("model_name", _s, nullable=False),
+    pa.field("model_version", _s, nullable=False),
+    pa.field("threshold", _f64, nullable=False),
+    pa.field("studies", _i64, nullable=False),
+    pa.field("positives", _i64, nullable=False),
+    pa.field("auc", _f64),
+    pa.field("auc_low", _f64),
+    pa.field("auc_high", _f64),
+    pa.field("sensitivity", _f64),
+    pa.field("sensitivity_low", _f64),
+    pa.field("sensitivity_high", _f64),
+    pa.field("specificity", _f64),
+    pa.field("specificity_low", _f64),
+    pa.field("specificity_high", _f64),
+    pa.field("ppv", _f64),
+    pa.field("ppv_low", _f64),
+    pa.field("ppv_high", _f64),
+    pa.field("computed_at", _ts, nullable=False),
+)
+
+AUDIT_TRAIL = _table(
+    "audit_trail",
+    "research",
+    ("event_id",),
+    pa.field("event_id", _s, nullable=False),
+    pa.field("at", _ts, nullable=False),
+    pa.field("run_id", _s, nullable=False),
+    pa.field("batch_id", _s, nullable=False),
+    pa.field("programme", _s, nullable=False),
+    pa.field("event", _s, nullable=False),  # materialisation, check, export, reidentification
+    pa.field("subject", _s, nullable=False),  # the asset, check or export it concerns
+    pa.field("outcome", _s),  # passed / failed for checks
+    pa.field("rows_in", _i64),
+    pa.field("rows_out", _i64),
+    pa.field("profile_version", _s),
+    pa.field("model_name", _s),
+    pa.field("model_version", _s),
+    pa.field("actor", _s),  # who asked: a run, a schedule, a person (never a patient)
+    pa.field("detail", _s),
+)
+
+REVIEW_DECISIONS = _table(
+    "review_decisions",
+    "phi",
+    ("accession_number",),
+    pa.field("programme", _s, nullable=False),
+    pa.field("accession_number", _s, nullable=False),
+    pa.field("patient_id", _s),
+    pa.field("review_status", _s, nullable=False),  # e.g. confirmed, dismissed, recalled
+    pa.field("label", pa.bool_()),  # the clinician's finding: True positive, False negative
+    pa.field("reviewer", _s),
+    pa.field("reviewed_at", _ts),
+    pa.field("source_file", _s, nullable=False),
+    pa.field("imported_at", _ts, nullable=False),
 )
 
 COORDINATOR_WORKLIST = _table(

@@ -47,6 +47,7 @@ _TOP_LEVEL = {
     "intended_use",
     "disclaimer",
     "licence",
+    "monitoring",
 }
 _INPUT = {
     "size",
@@ -116,6 +117,19 @@ class HeldOutEvaluation:
 
 
 @dataclass(frozen=True)
+class MonitoringLimits:
+    """What the programme accepts from the model in service: the band its nightly positive
+    rate should stay in, and the least AUC, sensitivity and specificity the performance audit
+    may find before it fails."""
+
+    positive_rate_low: float
+    positive_rate_high: float
+    minimum_auc: float
+    minimum_sensitivity: float
+    minimum_specificity: float
+
+
+@dataclass(frozen=True)
 class ModelManifest:
     """A validated `manifest.json`: what the model is, what it reads and how to use its output.
 
@@ -144,6 +158,7 @@ class ModelManifest:
     licence: str
     training_data: str
     operating_points: tuple[tuple[str, float], ...] = ()
+    monitoring: MonitoringLimits | None = None
     # Free-form provenance (generator, seed, sizes, epochs); kept out of hashing and comparison.
     training: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     source: Path | None = field(default=None, compare=False)
@@ -273,8 +288,34 @@ def parse_manifest(data: Any, source: Path) -> ModelManifest:
         licence=top.text("licence"),
         training_data=top.text("training_data"),
         operating_points=_operating_points(top),
+        monitoring=_monitoring(top, source),
         training=dict(training),
         source=source,
+    )
+
+
+def _monitoring(top: _Fields, source: Path) -> MonitoringLimits | None:
+    """The optional `monitoring` object: `positive_rate_band` [low, high] and the minimums."""
+    if not top.given("monitoring"):
+        return None
+    fields = _Fields(top.raw("monitoring"), source, "monitoring.")
+    fields.unknown(
+        {"positive_rate_band", "minimum_auc", "minimum_sensitivity", "minimum_specificity"}
+    )
+    band = fields.raw("positive_rate_band")
+    if (
+        not isinstance(band, list)
+        or len(band) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in band)
+        or not 0.0 <= band[0] <= band[1] <= 1.0
+    ):
+        raise fields.fail("positive_rate_band", "must be [low, high] with 0 <= low <= high <= 1")
+    return MonitoringLimits(
+        positive_rate_low=float(band[0]),
+        positive_rate_high=float(band[1]),
+        minimum_auc=fields.number("minimum_auc", 0.0, 1.0),
+        minimum_sensitivity=fields.number("minimum_sensitivity", 0.0, 1.0),
+        minimum_specificity=fields.number("minimum_specificity", 0.0, 1.0),
     )
 
 

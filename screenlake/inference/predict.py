@@ -33,7 +33,16 @@ STATUS_OK = "ok"
 _WORKER_START = "fork" if sys.platform.startswith("linux") else None
 STATUS_FAILED = "failed"
 
-_PREDICTED = ("status", "score", "failure_reason", "model_name", "model_version", "weights_sha256")
+_PREDICTED = (
+    "status",
+    "score",
+    "failure_reason",
+    "input_mean",
+    "input_std",
+    "model_name",
+    "model_version",
+    "weights_sha256",
+)
 _FOUND = (
     "score",
     "flag",
@@ -136,11 +145,17 @@ class _Outcomes:
         self.statuses = [STATUS_FAILED] * count
         self.scores: list[float | None] = [None] * count
         self.reasons: list[str | None] = ["not scored"] * count
+        self.means: list[float | None] = [None] * count
+        self.stds: list[float | None] = [None] * count
 
     def fail(self, row: int, reason: str) -> None:
         self.reasons[row] = reason
 
-    def score(self, rows: Sequence[int], values: np.ndarray) -> None:
+    def score(self, rows: Sequence[int], values: np.ndarray, images: torch.Tensor) -> None:
+        flat = images.reshape(images.shape[0], -1).float()
+        means, stds = flat.mean(dim=1).tolist(), flat.std(dim=1).tolist()
+        for row, mean, std in zip(rows, means, stds, strict=True):
+            self.means[row], self.stds[row] = mean, std
         for row, value in zip(rows, values.tolist(), strict=True):
             if np.isfinite(value):
                 self.statuses[row], self.scores[row], self.reasons[row] = STATUS_OK, value, None
@@ -158,6 +173,8 @@ class _Outcomes:
                 pl.Series("status", [self.statuses[r] for r in rows], dtype=pl.String),
                 pl.Series("score", [self.scores[r] for r in rows], dtype=pl.Float64),
                 pl.Series("failure_reason", [self.reasons[r] for r in rows], dtype=pl.String),
+                pl.Series("input_mean", [self.means[r] for r in rows], dtype=pl.Float64),
+                pl.Series("input_std", [self.stds[r] for r in rows], dtype=pl.Float64),
                 pl.lit(manifest.name, dtype=pl.String).alias("model_name"),
                 pl.lit(manifest.version, dtype=pl.String).alias("model_version"),
                 pl.lit(manifest.weights_sha256, dtype=pl.String).alias("weights_sha256"),
@@ -348,7 +365,7 @@ class _Timer:
         self, model: LoadedModel, rows: list[int], images: torch.Tensor, outcomes: _Outcomes
     ) -> None:
         began = time.perf_counter()
-        outcomes.score(rows, scores_for(model.module, images, model.device))
+        outcomes.score(rows, scores_for(model.module, images, model.device), images)
         self.model_seconds += time.perf_counter() - began
         self.batches += 1
 

@@ -25,7 +25,7 @@ from screenlake.inference.loading import WorkUnit
 from screenlake.inference.manifest import ModelManifest
 
 # Bump when a change to the engine could change a prediction row: finished shards then expire.
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"
 IMAGES_PER_SHARD = 1024
 INSTANCES_PER_UNIT = 16
 

@@ -1,0 +1,1 @@
+"""quality_suites assets (being built)."""
