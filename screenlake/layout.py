@@ -82,6 +82,11 @@ def outbox_dir(batch: Batch) -> PurePosixPath:
     return PurePosixPath("outbox") / batch.phi_prefix
 
 
+def review_decisions_dir(programme: str) -> PurePosixPath:
+    """Clinicians' review decisions imported from filled-in worklists (PHI zone)."""
+    return PurePosixPath("reviews") / f"programme={programme}"
+
+
 REIDENTIFICATION_LOG = PurePosixPath("audit") / "reidentifications.csv"
 # On object storage, where no append is atomic, each re-identification is one object here.
 REIDENTIFICATION_RECORDS = PurePosixPath("audit") / "reidentifications"
@@ -111,6 +116,16 @@ def research_dicom_dir(batch: Batch, key: bytes) -> PurePosixPath:
 def inference_shards_dir(batch: Batch, key: bytes, model_name: str) -> PurePosixPath:
     """Finished inference shards of a batch, kept until its predictions table is written."""
     return PurePosixPath("inference") / model_name / batch.research_prefix(key)
+
+
+def evidence_dir(batch: Batch, key: bytes, kind: str) -> PurePosixPath:
+    """Evidence of a batch's validation (e.g. kind "data_docs"), for governance."""
+    return PurePosixPath("evidence") / kind / batch.research_prefix(key)
+
+
+def programme_report_path(programme: str) -> PurePosixPath:
+    """The programme's self-contained HTML report (research zone), replaced every night."""
+    return PurePosixPath("reports") / f"programme={programme}" / "report.html"
 
 
 def lake_table_path(table: TableSchema, batch: Batch, key: bytes) -> PurePosixPath:
