@@ -128,6 +128,16 @@ def programme_report_path(programme: str) -> PurePosixPath:
     return PurePosixPath("reports") / f"programme={programme}" / "report.html"
 
 
+def audit_trail_path(batch: Batch, key: bytes, run_id: str) -> PurePosixPath:
+    """One run's audit-trail rows for a batch: a file per run, never rewritten."""
+    return (
+        LAKE_DIR
+        / "audit_trail"
+        / f"programme={batch.programme}"
+        / f"{batch.research_id(key)}-{run_id}.parquet"
+    )
+
+
 def lake_table_path(table: TableSchema, batch: Batch, key: bytes) -> PurePosixPath:
     """One batch's Parquet file of a lake table."""
     if table.zone != "research":

@@ -277,7 +277,7 @@ AUDIT_TRAIL = _table(
     "research",
     ("event_id",),
     pa.field("event_id", _s, nullable=False),
-    pa.field("at", _ts, nullable=False),
+    pa.field("recorded_at", _ts, nullable=False),
     pa.field("run_id", _s, nullable=False),
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
