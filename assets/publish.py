@@ -16,17 +16,18 @@ from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.pacs.store import WRITTEN_TO_OUTBOX
 from screenlake.reidentify import audit_record
+from screenlake.reviews import carried_entries, carry_over, decisions_path, read_decisions
 from screenlake.tables import LANDED_INSTANCES, VALIDATED_FINDINGS, read_parquet
 from screenlake.vault import read_vault
+from screenlake.worklist import WorklistAbout, export_frame, models_of, write_csv, write_xlsx
 from screenlake.worklist import coordinator_worklist as worklist_of
-from screenlake.worklist import write_csv
 
 
 @dg.asset(
     group_name="publish",
     partitions_def=screening_partitions,
     deps=[validated_findings, pseudonym_vault],
-    kinds={"csv"},
+    kinds={"csv", "excel"},
 )
 def coordinator_worklist(
     context: dg.AssetExecutionContext,
@@ -36,14 +37,22 @@ def coordinator_worklist(
     vault_key: VaultKey,
 ) -> dg.MaterializeResult:
     """Flagged studies for clinician review, re-identified through the vault so that patients can
-    be recalled, ordered by priority. Written to the PHI zone only."""
+    be recalled, ordered by priority, as XLSX (for the coordinators) and CSV, each with review
+    columns to fill in and import back (`screenlake import-reviews`). A re-run keeps the review
+    entries already made. Written to the PHI zone only."""
     batch, key = batch_of(context), pseudonym_key.key()
     findings = read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key)
     vault = read_vault(phi_zone.pull(layout.vault_path(batch)), vault_key.cipher())
     worklist = worklist_of(findings, vault)
-    path = layout.worklist_path(batch, "csv")
-    write_csv(worklist, phi_zone.path(path))
-    phi_zone.push(path)
+    xlsx_path, csv_path = layout.worklist_path(batch, "xlsx"), layout.worklist_path(batch, "csv")
+    recorded = read_decisions(phi_zone.pull(decisions_path(batch.programme, batch.day)))
+    entries = carried_entries([phi_zone.pull(xlsx_path), phi_zone.pull(csv_path)], recorded)
+    export, carried = carry_over(export_frame(worklist), entries, recorded, xlsx_path.name)
+    about = WorklistAbout(batch.programme, batch.day, models_of(findings), datetime.now(UTC))
+    write_xlsx(export, phi_zone.path(xlsx_path), about)
+    write_csv(export, phi_zone.path(csv_path))
+    phi_zone.push(xlsx_path)
+    phi_zone.push(csv_path)
     record_reidentification(
         phi_zone,
         audit_record(
@@ -58,7 +67,10 @@ def coordinator_worklist(
     return dg.MaterializeResult(
         metadata={
             "studies_to_review": worklist.height,
-            "worklist": f"PHI zone: {path}",
+            "review_entries_carried_over": carried,
+            "worklist_xlsx": f"PHI zone: {xlsx_path}",
+            "worklist_csv": f"PHI zone: {csv_path}",
+            "models": ", ".join(about.models),
         }
     )
 

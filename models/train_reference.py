@@ -32,6 +32,7 @@ from models.architectures import build
 from screenlake.inference.manifest import InputSpec, parse_manifest, sha256_bytes
 from screenlake.inference.predict import STATUS_OK, aggregate_study_scores, scores_for
 from screenlake.inference.preprocess import fit_to_input, normalise
+from screenlake.performance import auc, sensitivity_specificity
 from screenlake.programmes import PROGRAMMES
 from screenlake.synth.images import (
     CT_RESCALE_INTERCEPT,
@@ -170,33 +171,6 @@ CXR = Recipe(
 RECIPES: dict[str, Recipe] = {r.programme: r for r in (LUNG, CXR)}
 
 
-def auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
-    """Area under the ROC curve by ranks (Mann-Whitney U); tied scores share their mean rank.
-
-    Equals the probability that a random positive scores above a random negative, counting
-    ties as one half. Raises ValueError unless both classes are present.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=bool)
-    if s.shape != y.shape or s.ndim != 1:
-        raise ValueError(f"scores and labels must be equal-length vectors ({s.shape}, {y.shape})")
-    positives, negatives = int(y.sum()), int((~y).sum())
-    if positives == 0 or negatives == 0:
-        raise ValueError("AUC needs at least one positive and one negative")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_scores = s[order]
-    start = 0
-    while start < len(s):
-        end = start
-        while end + 1 < len(s) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
-    u = ranks[y].sum() - positives * (positives + 1) / 2.0
-    return float(u / (positives * negatives))
-
-
 def choose_threshold(
     scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, target: float
 ) -> float:
@@ -221,17 +195,6 @@ def choose_threshold(
             best = (sensitivity + specificity, float(threshold))
     assert best is not None  # the lowest candidate flags every case
     return best[1]
-
-
-def sensitivity_specificity(
-    scores: np.ndarray, labels: np.ndarray, threshold: float
-) -> tuple[float, float]:
-    """Fraction of positives flagged and fraction of negatives not flagged at `threshold`."""
-    flagged = np.asarray(scores) >= threshold
-    y = np.asarray(labels, dtype=bool)
-    if y.all() or not y.any():
-        raise ValueError("sensitivity and specificity need positive and negative cases")
-    return float(flagged[y].mean()), float((~flagged[~y]).mean())
 
 
 def make_studies(recipe: Recipe, seed: int, stream: int, per_class: int) -> list[Study]:

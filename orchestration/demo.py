@@ -124,6 +124,16 @@ def summary() -> None:
     print("    quarantine (PHI zone):        var/phi/quarantine")
     for path in worklists:
         print(f"    worklist (PHI zone):          {path.relative_to(PROJECT_ROOT)}")
+    for path in sorted((PHI / "worklists").rglob("*.xlsx")):
+        print(f"    worklist XLSX (PHI zone):     {path.relative_to(PROJECT_ROOT)}")
+    for path in sorted((RESEARCH / "reports").rglob("report.html")):
+        print(f"    programme report:             {path.relative_to(PROJECT_ROOT)}")
+    docs = sorted((RESEARCH / "evidence" / "data_docs").rglob("index.html"))
+    if docs:
+        print(
+            f"    data-quality evidence:        {len(docs)} Data Docs sites under "
+            f"{(RESEARCH / 'evidence' / 'data_docs').relative_to(PROJECT_ROOT)}"
+        )
     print('  query:  .venv/bin/screenlake query "SELECT * FROM programme_batch_summary"')
     print("  UI:     make ui, then open http://127.0.0.1:3000 (runs, lineage, partitions)")
     print("  Scores are flags for a clinician to review, from reference models trained on")

@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from resources.zones import ZoneStore
 from screenlake import layout
-from screenlake.lake import refresh_views
+from screenlake.lake import refresh_views, use_lake
 
 _SECRET = "screenlake_research_zone"
 
@@ -38,6 +38,8 @@ class LakeDatabase(DuckDBResource):
                 zone = self.research_zone
                 load_httpfs(con)
                 create_s3_secret(con, zone.access(), zone.location(), _SECRET)
+            else:
+                use_lake(con, self.lake_root())
             yield con
 
     def refresh_views(self) -> list[str]:

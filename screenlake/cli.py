@@ -169,6 +169,24 @@ def _reidentify(args: argparse.Namespace) -> int:
     return EXIT_OK if unmatched == 0 else EXIT_FAILED
 
 
+def _import_reviews(args: argparse.Namespace) -> int:
+    from screenlake.reviews import import_reviews
+
+    if not args.file.is_file():
+        raise ScreenlakeError(f"{args.file.name}: no such file; give the filled-in worklist")
+    if not args.phi_zone.is_dir():
+        raise ScreenlakeError("the PHI zone folder does not exist; check --phi-zone")
+    done = import_reviews(args.file, args.phi_zone)
+    print(
+        f"{done.decisions} review decisions recorded, {done.labels} of them labels "
+        f"({done.positive} positive, {done.negative} negative); {done.not_reviewed} rows not "
+        f"reviewed yet; in the PHI zone ({done.path})"
+    )
+    if done.kept:
+        print(f"  {done.kept} earlier decisions for studies this file does not list were kept")
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="screenlake", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +232,14 @@ def _parser() -> argparse.ArgumentParser:
     reid.add_argument("--requested-by", help="who, for the audit log (default: $USER)")
     reid.add_argument("--phi-zone", type=Path, default=Path("var/phi"))
     reid.set_defaults(run=_reidentify)
+
+    reviews = commands.add_parser(
+        "import-reviews",
+        help="record the clinicians' decisions from a filled-in worklist (PHI zone)",
+    )
+    reviews.add_argument("file", type=Path, help="the worklist's .xlsx or .csv, filled in")
+    reviews.add_argument("--phi-zone", type=Path, default=Path("var/phi"))
+    reviews.set_defaults(run=_import_reviews)
     return parser
 
 

@@ -50,3 +50,7 @@ class IncompleteLandingError(ScreenlakeError):
 
 class ObjectStoreError(ScreenlakeError):
     """An object store (S3 or S3-compatible) refused, could not be reached, or lacks a bucket."""
+
+
+class ReviewFileError(ScreenlakeError, ValueError):
+    """A filled-in worklist cannot be imported; the message names the row and what to fix."""

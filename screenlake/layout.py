@@ -87,6 +87,11 @@ def review_decisions_dir(programme: str) -> PurePosixPath:
     return PurePosixPath("reviews") / f"programme={programme}"
 
 
+def review_decisions_path(programme: str, day: date) -> PurePosixPath:
+    """The decisions imported from one programme's worklist of `day` (PHI zone)."""
+    return review_decisions_dir(programme) / f"{day.isoformat()}.parquet"
+
+
 REIDENTIFICATION_LOG = PurePosixPath("audit") / "reidentifications.csv"
 # On object storage, where no append is atomic, each re-identification is one object here.
 REIDENTIFICATION_RECORDS = PurePosixPath("audit") / "reidentifications"

@@ -246,7 +246,7 @@ DRIFT_METRICS = _table(
 PERFORMANCE_AUDIT = _table(
     "performance_audit",
     "research",
-    ("programme", "window", "site", "device_model", "model_version"),
+    ("programme", "window", "site", "device_model", "model_name", "model_version", "threshold"),
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("window", _s, nullable=False),  # "all_time" or "last_<N>_days"

@@ -21,15 +21,29 @@ ASSETS = {
     "validated_findings",
     "coordinator_worklist",
     "pacs_findings_reports",
+    "drift_metrics",
+    "performance_audit",
+    "programme_report",
+    "audit_trail",
 }
 CHECKS = {
     ("deidentified_instances", "every_landed_file_accounted_for"),
     ("deidentified_instances", "no_identifiers_in_research_zone"),
     ("instance_catalog", "sop_instance_uid_unique"),
+    ("instance_catalog", "catalogue_suite_passes"),
     ("instance_predictions", "scores_in_unit_interval"),
     ("instance_predictions", "every_instance_has_prediction"),
+    ("instance_predictions", "predictions_suite_passes"),
     ("study_findings", "study_scores_in_unit_interval"),
+    ("study_findings", "findings_suite_passes"),
+    ("validated_findings", "chain_reconciled"),
+    ("coordinator_worklist", "worklist_matches_findings"),
+    ("drift_metrics", "input_drift"),
+    ("drift_metrics", "output_drift"),
+    ("performance_audit", "performance_meets_declared_minimums"),
 }
+# Monitoring asks a person to look; it never holds back findings.
+NOT_BLOCKING = {"input_drift", "output_drift", "performance_meets_declared_minimums"}
 GROUPS = {
     "pacs_studies": "ingest",
     "raw_instances": "ingest",
@@ -40,6 +54,10 @@ GROUPS = {
     "validated_findings": "validate",
     "coordinator_worklist": "publish",
     "pacs_findings_reports": "publish",
+    "programme_report": "publish",
+    "drift_metrics": "monitor",
+    "performance_audit": "monitor",
+    "audit_trail": "audit",
 }
 
 
@@ -49,7 +67,7 @@ def test_definitions_list_every_asset_check_job_schedule_and_sensor() -> None:
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == CHECKS
     for check in graph.asset_check_keys:
-        assert graph.get_check_spec(check).blocking, check
+        assert graph.get_check_spec(check).blocking == (check.name not in NOT_BLOCKING), check
     assert defs.resolve_job_def("screening_pipeline") is not None
     assert defs.resolve_schedule_def("nightly_screening").cron_schedule == "0 2 * * *"
     assert defs.resolve_sensor_def("new_studies_sensor") is not None

@@ -43,6 +43,10 @@ INFERENCE_AND_AFTER = {
     "validated_findings",
     "coordinator_worklist",
     "pacs_findings_reports",
+    "drift_metrics",
+    "performance_audit",
+    "programme_report",
+    "audit_trail",
 }
 UPSTREAM = {
     "pacs_studies",
@@ -57,7 +61,9 @@ INFERENCE_NAMES = {"instance_predictions", "study_findings"}
 INFERENCE_CHECKS = {
     "scores_in_unit_interval",
     "every_instance_has_prediction",
+    "predictions_suite_passes",
     "study_scores_in_unit_interval",
+    "findings_suite_passes",
 }
 
 
@@ -166,7 +172,7 @@ def upgrade(
 
 
 def _rematerialise_stale(
-    defs: dg.Definitions, instance: dg.DagsterInstance, partition: str, most: int = 4
+    defs: dg.Definitions, instance: dg.DagsterInstance, partition: str, most: int = 6
 ) -> list[Wave]:
     """Materialise what is stale until nothing is, as an operator clicking "materialise stale"
     would: Dagster marks an asset stale for its own new code version or for a parent's new

@@ -1,0 +1,159 @@
+"""The Great Expectations suites as blocking checks on one partition of the graph."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from assets.quality_suites import (
+    catalogue_suite_passes,
+    findings_suite_passes,
+    predictions_suite_passes,
+)
+from orchestration.definitions import defs
+from orchestration.partitions import partition_key
+from orchestration.resources import resources_for
+from screenlake import layout
+from screenlake.keys import PSEUDONYM_KEY_ENV
+from screenlake.tables import INSTANCE_PREDICTIONS, read_parquet, write_parquet
+from tests.conftest import Export
+
+pytestmark = pytest.mark.slow
+PROGRAMME = "cxr_tb"
+SUITE_CHECKS = {"catalogue_suite_passes", "predictions_suite_passes", "findings_suite_passes"}
+
+
+def _graph() -> list[Any]:
+    return [*(defs.assets or []), *(defs.asset_checks or [])]
+
+
+def _resources(root: Path, export: Export) -> dict[str, Any]:
+    return resources_for(
+        "local",
+        {
+            "SCREENLAKE_DROP": str(export.drop),
+            "SCREENLAKE_PHI_ZONE": str(root / "phi"),
+            "SCREENLAKE_RESEARCH_ZONE": str(root / "research"),
+            "SCREENLAKE_DEID_WORKERS": "1",
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition materialised whole: its zones, its batch and the run's result."""
+
+    root: Path
+    batch: layout.Batch
+    key: dg.MultiPartitionKey
+    result: dg.ExecuteInProcessResult
+
+
+@pytest.fixture(scope="module")
+def partition(
+    synthetic_export: Export, session_keys: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Partition:
+    root = tmp_path_factory.mktemp("suites")
+    day = synthetic_export.days[0]
+    key = partition_key(day, PROGRAMME)
+    result = dg.materialize(
+        _graph(),
+        resources=_resources(root, synthetic_export),
+        partition_key=key,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    return Partition(root, layout.Batch(day, PROGRAMME), key, result)
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name in SUITE_CHECKS
+    }
+
+
+def _materialised(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {
+        e.materialization.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def test_the_three_suites_pass_and_publish_their_data_docs(
+    partition: Partition, session_keys: dict[str, str]
+) -> None:
+    assert partition.result.success
+    checks = _checks(partition.result)
+    assert set(checks) == SUITE_CHECKS
+    for check in checks.values():
+        assert check.passed, (check.check_name, check.description)
+        assert cast(int, check.metadata["expectations"].value) > 10
+        assert check.metadata["expectations_failed"].value == 0
+    assert "validated_findings" in _materialised(partition.result)
+
+    key = session_keys[PSEUDONYM_KEY_ENV].encode()
+    evidence = layout.evidence_dir(partition.batch, key, "data_docs")
+    assert {c.metadata["data_docs"].value for c in checks.values()} == {
+        str(evidence / "index.html")
+    }
+    index = partition.root / "research" / evidence / "index.html"
+    text = index.read_text()
+    for suite in ("instance_catalog", "instance_predictions", "study_findings"):
+        assert suite in text
+    # The research zone names the batch by its keyed token, never by the real date.
+    day = partition.batch.day
+    for path in (partition.root / "research" / "evidence").rglob("*"):
+        assert day.isoformat() not in str(path) and day.strftime("%Y%m%d") not in str(path)
+
+
+def test_a_bad_predictions_table_blocks_the_findings_and_their_publication(
+    partition: Partition,
+    synthetic_export: Export,
+    session_keys: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(partition.root, tmp_path, dirs_exist_ok=True)
+    key = session_keys[PSEUDONYM_KEY_ENV].encode()
+    table = (
+        tmp_path / "research" / layout.lake_table_path(INSTANCE_PREDICTIONS, partition.batch, key)
+    )
+    predictions = read_parquet(INSTANCE_PREDICTIONS, table)
+    # One catalogued instance loses its prediction; another gets a score no model gives.
+    broken = predictions.slice(1).with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(1.5).otherwise(pl.col("score")).alias("score")
+    )
+    write_parquet(broken, INSTANCE_PREDICTIONS, table)
+    published = tmp_path / "research" / "lake" / "validated_findings"
+    shutil.rmtree(published)
+
+    result = dg.materialize(
+        _graph(),
+        resources=_resources(tmp_path, synthetic_export),
+        partition_key=partition.key,
+        selection=dg.AssetSelection.checks(predictions_suite_passes)
+        | dg.AssetSelection.assets("study_findings", "validated_findings").without_checks()
+        | dg.AssetSelection.checks(findings_suite_passes),
+        raise_on_error=False,
+    )
+    assert not result.success
+    checks = _checks(result)
+    check = checks["predictions_suite_passes"]
+    assert not check.passed
+    failures = cast(list[dict[str, Any]], check.metadata["failures"].value)
+    failed = {f["expectation"] for f in failures}
+    assert failed == {
+        "expect_column_values_to_be_in_set(predicted)",
+        "expect_column_values_to_be_between(score)",
+    }
+    assert check.metadata["failed_by_group"].value == {"completeness": 1, "ranges": 1}
+    assert not _materialised(result) & {"study_findings", "validated_findings"}
+    assert not published.exists()
+    assert catalogue_suite_passes  # the catalogue check was not selected: it did not run
+    assert "catalogue_suite_passes" not in checks
