@@ -18,12 +18,12 @@ import pytest
 from assets.performance import performance_audit
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
-from orchestration.resources import resources_for
 from screenlake import layout
 from screenlake.keys import validate_pseudonym_key
 from screenlake.performance import ALL, ALL_TIME, UNKNOWN
 from screenlake.tables import VALIDATED_FINDINGS, read_parquet
 from screenlake.vault import read_vault, vault_cipher
+from tests.assets.zones import local_resources
 from tests.conftest import TEST_PSEUDONYM_KEY, Export
 
 pytestmark = pytest.mark.slow
@@ -83,15 +83,7 @@ def audited(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Audited:
     root = tmp_path_factory.mktemp("zones")
-    resources = resources_for(
-        "local",
-        {
-            "SCREENLAKE_DROP": str(synthetic_export.drop),
-            "SCREENLAKE_PHI_ZONE": str(root / "phi"),
-            "SCREENLAKE_RESEARCH_ZONE": str(root / "research"),
-            "SCREENLAKE_DEID_WORKERS": "2",
-        },
-    )
+    resources = local_resources(synthetic_export.drop, root)
     instance = dg.DagsterInstance.ephemeral()
     first_day, second_day = synthetic_export.days[:2]
     # The first day runs before any label exists; the labels arrive before the second.

@@ -13,10 +13,10 @@ import pytest
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
-from orchestration.resources import resources_for
 from screenlake import layout
 from screenlake.report import SECTIONS
 from screenlake.verify import index_originals
+from tests.assets.zones import local_resources
 from tests.conftest import TEST_PSEUDONYM_KEY, Export
 from tests.screenlake.test_report import distinct_colours, render_in_chromium
 
@@ -43,15 +43,7 @@ def report_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> ReportRun:
     root = tmp_path_factory.mktemp("report-zones")
-    resources = resources_for(
-        "local",
-        {
-            "SCREENLAKE_DROP": str(synthetic_export.drop),
-            "SCREENLAKE_PHI_ZONE": str(root / "phi"),
-            "SCREENLAKE_RESEARCH_ZONE": str(root / "research"),
-            "SCREENLAKE_DEID_WORKERS": "2",
-        },
-    )
+    resources = local_resources(synthetic_export.drop, root)
     # The demo's ground truth, where the performance audit looks for labels.
     labels = root / "phi" / layout.DEMO_LABELS
     labels.parent.mkdir(parents=True)

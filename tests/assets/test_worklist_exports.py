@@ -15,12 +15,12 @@ from openpyxl import load_workbook
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
-from orchestration.resources import resources_for
 from screenlake import layout
 from screenlake.cli import main
 from screenlake.reviews import decisions_path
 from screenlake.tables import REVIEW_DECISIONS, read_parquet
 from screenlake.worklist import EXPORT_COLUMNS
+from tests.assets.zones import local_resources
 from tests.conftest import Export
 
 pytestmark = pytest.mark.slow
@@ -49,15 +49,7 @@ def partition(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Partition:
     root = tmp_path_factory.mktemp("worklist_zones")
-    resources = resources_for(
-        "local",
-        {
-            "SCREENLAKE_DROP": str(synthetic_export.drop),
-            "SCREENLAKE_PHI_ZONE": str(root / "phi"),
-            "SCREENLAKE_RESEARCH_ZONE": str(root / "research"),
-            "SCREENLAKE_DEID_WORKERS": "2",
-        },
-    )
+    resources = local_resources(synthetic_export.drop, root)
     day = synthetic_export.days[0]
     key = partition_key(day, PROGRAMME)
     result = dg.materialize(
