@@ -19,6 +19,7 @@ from resources.lake import LakeDatabase
 from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
+from screenlake import labels as phi_labels
 from screenlake import layout, performance
 from screenlake.errors import ConfigurationError
 from screenlake.tables import (
@@ -57,7 +58,7 @@ def _labels(phi_zone: ZoneStore, programme: str) -> tuple[pl.DataFrame, int, int
     truth = phi_zone.pull(layout.DEMO_LABELS)
     reviews = phi_zone.pull(layout.review_decisions_dir(programme))
     decisions = sorted(reviews.rglob("*.parquet")) if reviews.is_dir() else []
-    return performance.read_labels(truth if truth.is_file() else None, decisions, programme)
+    return phi_labels.read_labels(truth if truth.is_file() else None, decisions, programme)
 
 
 def _labelled_batch(
@@ -79,12 +80,12 @@ def _labelled_batch(
             pl.col("study_instance_uid").is_in(wanted["original_study_instance_uid"].implode())
         )
         raw = layout.raw_dir(batch)
-        sites = performance.site_tokens(manifest, lambda name: phi_zone.pull(raw / name), key)
-    return performance.labelled_studies(
+        sites = phi_labels.site_tokens(manifest, lambda name: phi_zone.pull(raw / name), key)
+    return phi_labels.labelled_studies(
         read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key),
         wanted,
         labels,
-        performance.device_models(read_batch_table(research_zone, INSTANCE_CATALOG, batch, key)),
+        phi_labels.device_models(read_batch_table(research_zone, INSTANCE_CATALOG, batch, key)),
         sites,
     )
 

@@ -31,7 +31,7 @@ def _suite_result(
     context: dg.AssetCheckExecutionContext, research_zone: ZoneStore, suite: "Suite", key: bytes
 ) -> dg.AssetCheckResult:
     """Run `suite` with the batch's evidence folder, publish its Data Docs, and report it."""
-    from screenlake.quality_suites import run_suite
+    from screenlake.gx_runner import run_suite
 
     evidence = layout.evidence_dir(batch_of(context), key, DATA_DOCS)
     # The other suites' results of this batch are kept there, so that the index lists them all.

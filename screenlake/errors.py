@@ -54,3 +54,7 @@ class ObjectStoreError(ScreenlakeError):
 
 class ReviewFileError(ScreenlakeError, ValueError):
     """A filled-in worklist cannot be imported; the message names the row and what to fix."""
+
+
+class ReportPrivacyError(ScreenlakeError):
+    """The report would show a real study day in the research zone; it is not written."""

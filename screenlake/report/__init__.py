@@ -4,12 +4,12 @@ zone, from the lake's tables and the latest check results. Pure: no Dagster, no 
 
 from __future__ import annotations
 
+from screenlake.errors import ReportPrivacyError
 from screenlake.report.lake import Nights, read_nights
 from screenlake.report.metrics import ReportInputs
 from screenlake.report.page import (
     SECTIONS,
     RenderedReport,
-    ReportPrivacyError,
     real_dates_in,
     render_report,
     write_page,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from screenlake.errors import ScreenlakeError
+from screenlake.errors import ReportPrivacyError
 from screenlake.report import metrics, plots
 from screenlake.report.lake import NIGHT
 
@@ -52,10 +52,6 @@ svg{max-width:100%;height:auto}
 footer{margin-top:3rem;border-top:1px solid #e2e8f0;padding-top:.5rem;color:#4a5568}
 footer strong{color:#c53030}
 """
-
-
-class ReportPrivacyError(ScreenlakeError):
-    """The report would show a real study day in the research zone; it is not written."""
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,21 @@ import pytest
 
 from screenlake.errors import ConfigurationError
 from screenlake.inference.manifest import MonitoringLimits
+from screenlake.labels import (
+    device_models,
+    labelled_studies,
+    read_labels,
+    site_token,
+    site_tokens,
+)
 from screenlake.performance import (
     ALL,
     LABELLED_SCHEMA,
     UNKNOWN,
     auc,
     audit_rows,
-    device_models,
     evaluate,
     judge,
-    labelled_studies,
-    read_labels,
-    site_token,
-    site_tokens,
     stack_labelled,
     window_days,
 )

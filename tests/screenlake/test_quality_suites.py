@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from screenlake import gx_runner
 from screenlake import quality_suites as qs
 from screenlake.inference.manifest import ModelManifest, MonitoringLimits, load_manifest
 from screenlake.keys import keyed_uid, patient_pseudonym
@@ -138,12 +139,12 @@ def test_clean_frames_meet_every_suite(
     frames: Frames, batch_id: str, manifest: ModelManifest
 ) -> None:
     for suite in _suites(frames, batch_id, manifest):
-        result = qs.run_suite(suite)
+        result = gx_runner.run_suite(suite)
         assert result.success, (suite.name, result.summary)
         groups = {o.group for o in result.outcomes}
         assert {"schema", "completeness", "uniqueness", "allowed values", "identifiers"} <= groups
         assert result.summary.startswith(f"{suite.name} suite: all ")
-    findings = qs.run_suite(_suites(frames, batch_id, manifest)[2])
+    findings = gx_runner.run_suite(_suites(frames, batch_id, manifest)[2])
     assert {"provenance", "positive rate", "ranges"} <= {o.group for o in findings.outcomes}
 
 
@@ -152,12 +153,12 @@ def test_an_empty_batch_meets_every_suite(
 ) -> None:
     empty = {name: frame.clear() for name, frame in frames.items()}
     for suite in _suites(empty, batch_id, manifest):
-        assert qs.run_suite(suite).success, suite.name
+        assert gx_runner.run_suite(suite).success, suite.name
 
 
 def test_a_duplicate_key_fails_uniqueness(frames: Frames, batch_id: str) -> None:
     catalog = frames["catalog"]
-    result = qs.run_suite(
+    result = gx_runner.run_suite(
         qs.catalogue_suite(pl.concat([catalog, catalog.head(1)]), batch_id, PROGRAMME)
     )
     failed = _failed(result)
@@ -175,7 +176,9 @@ def test_a_score_outside_the_unit_interval_fails_its_range(
     predictions = frames["predictions"].with_columns(
         pl.when(pl.int_range(pl.len()) == 3).then(bad).otherwise(pl.col("score")).alias("score")
     )
-    result = qs.run_suite(qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME))
+    result = gx_runner.run_suite(
+        qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME)
+    )
     failed = _failed(result)
     assert set(failed) == {"expect_column_values_to_be_between(score)"}
     [example] = failed["expect_column_values_to_be_between(score)"].examples
@@ -187,7 +190,9 @@ def test_a_catalogued_instance_without_prediction_fails_completeness(
     frames: Frames, batch_id: str
 ) -> None:
     predictions = frames["predictions"].slice(1)
-    result = qs.run_suite(qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME))
+    result = gx_runner.run_suite(
+        qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME)
+    )
     failed = _failed(result)
     assert set(failed) == {"expect_column_values_to_be_in_set(predicted)"}
     outcome = failed["expect_column_values_to_be_in_set(predicted)"]
@@ -199,7 +204,7 @@ def test_a_catalogued_instance_without_prediction_fails_completeness(
 def test_a_prediction_for_an_unknown_instance_fails_completeness(
     frames: Frames, batch_id: str
 ) -> None:
-    result = qs.run_suite(
+    result = gx_runner.run_suite(
         qs.predictions_suite(frames["predictions"], frames["catalog"].slice(1), batch_id, PROGRAMME)
     )
     assert set(_failed(result)) == {"expect_column_values_to_be_in_set(catalogued)"}
@@ -212,7 +217,9 @@ def test_a_failure_row_needs_a_reason_and_no_score(frames: Frames, batch_id: str
         .otherwise("status")
         .alias("status")
     )
-    result = qs.run_suite(qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME))
+    result = gx_runner.run_suite(
+        qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME)
+    )
     assert set(_failed(result)) == {
         "expect_column_values_to_be_null(score) where status == 'failed'",
         "expect_column_values_to_not_be_null(failure_reason) where status == 'failed'",
@@ -224,12 +231,14 @@ def test_missing_model_provenance_fails_provenance(
     frames: Frames, batch_id: str, manifest: ModelManifest, column: str
 ) -> None:
     predictions = frames["predictions"].with_columns(pl.lit(None, pl.String).alias(column))
-    result = qs.run_suite(qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME))
+    result = gx_runner.run_suite(
+        qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME)
+    )
     failed = _failed(result)
     assert f"expect_column_values_to_not_be_null({column})" in failed
     assert set(result.failed_by_group()) == {"provenance"}
     findings = frames["findings"].with_columns(pl.lit(None, pl.String).alias(column))
-    result = qs.run_suite(qs.findings_suite(findings, batch_id, PROGRAMME, manifest))
+    result = gx_runner.run_suite(qs.findings_suite(findings, batch_id, PROGRAMME, manifest))
     assert f"expect_column_values_to_not_be_null({column})" in _failed(result)
     assert set(result.failed_by_group()) == {"provenance"}
 
@@ -238,7 +247,7 @@ def test_findings_of_another_model_fail_provenance(
     frames: Frames, batch_id: str, manifest: ModelManifest
 ) -> None:
     findings = frames["findings"].with_columns(pl.lit("0" * 64).alias("weights_sha256"))
-    result = qs.run_suite(qs.findings_suite(findings, batch_id, PROGRAMME, manifest))
+    result = gx_runner.run_suite(qs.findings_suite(findings, batch_id, PROGRAMME, manifest))
     assert set(_failed(result)) == {"expect_column_values_to_be_in_set(weights_sha256)"}
 
 
@@ -260,7 +269,7 @@ def test_an_identifier_in_a_result_table_fails_and_is_withheld(
         .otherwise(pl.col("manufacturer_model_name"))
         .alias("manufacturer_model_name")
     )
-    result = qs.run_suite(qs.catalogue_suite(catalog, batch_id, PROGRAMME))
+    result = gx_runner.run_suite(qs.catalogue_suite(catalog, batch_id, PROGRAMME))
     failed = _failed(result)
     label = "expect_column_values_to_not_match_regex_list(manufacturer_model_name)"
     assert set(failed) == {label}
@@ -284,7 +293,7 @@ def test_an_identifier_in_place_of_a_pseudonym_fails_and_is_withheld(
         .otherwise(pl.col("patient_pseudonym"))
         .alias("patient_pseudonym")
     )
-    result = qs.run_suite(qs.findings_suite(findings, batch_id, PROGRAMME, manifest))
+    result = gx_runner.run_suite(qs.findings_suite(findings, batch_id, PROGRAMME, manifest))
     failed = _failed(result)
     assert set(failed) == {"expect_column_values_to_match_regex(patient_pseudonym)"}
     assert failed["expect_column_values_to_match_regex(patient_pseudonym)"].examples == (
@@ -300,7 +309,9 @@ def test_a_status_outside_ok_and_failed_fails_allowed_values(frames: Frames, bat
         .otherwise("status")
         .alias("status")
     )
-    result = qs.run_suite(qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME))
+    result = gx_runner.run_suite(
+        qs.predictions_suite(predictions, frames["catalog"], batch_id, PROGRAMME)
+    )
     failed = _failed(result)
     assert set(failed) == {"expect_column_values_to_be_in_set(status)"}
     assert failed["expect_column_values_to_be_in_set(status)"].examples[0]["status"] == "maybe"
@@ -321,7 +332,7 @@ def test_an_identifier_is_withheld_from_every_expectation_that_meets_it(
         .otherwise("sop_instance_uid")
         .alias("sop_instance_uid"),
     )
-    result = qs.run_suite(qs.predictions_suite(predictions, catalog, batch_id, PROGRAMME))
+    result = gx_runner.run_suite(qs.predictions_suite(predictions, catalog, batch_id, PROGRAMME))
     failed = _failed(result)
     status = failed["expect_column_values_to_be_in_set(status)"]
     assert status.examples[0] == {
@@ -336,16 +347,16 @@ def test_an_identifier_is_withheld_from_every_expectation_that_meets_it(
 
 def test_rows_of_another_batch_fail_allowed_values(frames: Frames, batch_id: str) -> None:
     catalog = frames["catalog"].with_columns(pl.lit("B000000000000000").alias("batch_id"))
-    failed = _failed(qs.run_suite(qs.catalogue_suite(catalog, batch_id, PROGRAMME)))
+    failed = _failed(gx_runner.run_suite(qs.catalogue_suite(catalog, batch_id, PROGRAMME)))
     assert set(failed) == {"expect_column_values_to_be_in_set(batch_id)"}
     moved = frames["catalog"].with_columns(pl.col("research_path").str.replace(batch_id, "B0"))
-    failed = _failed(qs.run_suite(qs.catalogue_suite(moved, batch_id, PROGRAMME)))
+    failed = _failed(gx_runner.run_suite(qs.catalogue_suite(moved, batch_id, PROGRAMME)))
     assert set(failed) == {"expect_column_values_to_match_regex(research_path)"}
 
 
 def test_a_missing_column_and_a_wrong_type_fail_the_schema(frames: Frames, batch_id: str) -> None:
     catalog = frames["catalog"].drop("kvp").with_columns(pl.col("rows").cast(pl.Int64))
-    result = qs.run_suite(qs.catalogue_suite(catalog, batch_id, PROGRAMME))
+    result = gx_runner.run_suite(qs.catalogue_suite(catalog, batch_id, PROGRAMME))
     failed = _failed(result)
     assert "expect_table_columns_to_match_ordered_list" in failed
     assert failed["expect_column_values_to_be_of_type(rows)"].observed == "int64"
@@ -360,7 +371,7 @@ def test_a_scored_study_without_flag_fails_completeness(
     findings = frames["findings"].with_columns(
         pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col("flag")).alias("flag")
     )
-    result = qs.run_suite(qs.findings_suite(findings, batch_id, PROGRAMME, manifest))
+    result = gx_runner.run_suite(qs.findings_suite(findings, batch_id, PROGRAMME, manifest))
     assert set(_failed(result)) == {
         "expect_column_values_to_not_be_null(flag) where score is not null"
     }
@@ -368,19 +379,19 @@ def test_a_scored_study_without_flag_fails_completeness(
 
 def test_a_positive_rate_far_outside_the_band_fails(batch_id: str, manifest: ModelManifest) -> None:
     many = _frames(batch_id, manifest, studies=60, flagged=60)["findings"]
-    result = qs.run_suite(qs.findings_suite(many, batch_id, PROGRAMME, manifest))
+    result = gx_runner.run_suite(qs.findings_suite(many, batch_id, PROGRAMME, manifest))
     failed = _failed(result)
     assert set(failed) == {"expect_column_mean_to_be_between(flag)"}
     assert failed["expect_column_mean_to_be_between(flag)"].group == "positive rate"
     assert failed["expect_column_mean_to_be_between(flag)"].observed == "1.0"
     # None of 60 could be chance at a true rate of 0.05 (0.95**60 = 0.05); none of 200 cannot.
     none = _frames(batch_id, manifest, studies=60, flagged=0)["findings"]
-    assert qs.run_suite(qs.findings_suite(none, batch_id, PROGRAMME, manifest)).success
+    assert gx_runner.run_suite(qs.findings_suite(none, batch_id, PROGRAMME, manifest)).success
     none = _frames(batch_id, manifest, studies=200, flagged=0)["findings"]
-    assert not qs.run_suite(qs.findings_suite(none, batch_id, PROGRAMME, manifest)).success
+    assert not gx_runner.run_suite(qs.findings_suite(none, batch_id, PROGRAMME, manifest)).success
     # Two studies, neither flagged: a rate of 0 is what a band of [0.05, 0.6] often shows.
     few = _frames(batch_id, manifest, studies=2, flagged=0)["findings"]
-    assert qs.run_suite(qs.findings_suite(few, batch_id, PROGRAMME, manifest)).success
+    assert gx_runner.run_suite(qs.findings_suite(few, batch_id, PROGRAMME, manifest)).success
 
 
 def test_positive_rate_bounds_widen_the_band_for_small_batches() -> None:
@@ -404,7 +415,7 @@ def test_no_band_and_no_scored_study_mean_no_positive_rate_expectation(
     )
     suite = qs.findings_suite(unscored, batch_id, PROGRAMME, manifest)
     assert "positive rate" not in {e.group for v in suite.validations for e in v.expectations}
-    assert qs.run_suite(suite).success
+    assert gx_runner.run_suite(suite).success
 
 
 def test_the_findings_suite_validates_validated_findings_too(
@@ -414,7 +425,7 @@ def test_the_findings_suite_validates_validated_findings_too(
         pl.datetime(2024, 3, 2, time_zone="UTC").alias("validated_at")
     )
     suite = qs.findings_suite(validated, batch_id, PROGRAMME, manifest, VALIDATED_FINDINGS)
-    assert qs.run_suite(suite).success
+    assert gx_runner.run_suite(suite).success
     with pytest.raises(ValueError, match="not instance_catalog"):
         qs.findings_suite(validated, batch_id, PROGRAMME, manifest, INSTANCE_CATALOG)
 
@@ -424,7 +435,7 @@ def test_data_docs_list_every_suite_and_a_rerun_replaces_its_result(
 ) -> None:
     evidence = tmp_path / "evidence"
     for suite in _suites(frames, batch_id, manifest):
-        result = qs.run_suite(suite, evidence, run_name="run-1")
+        result = gx_runner.run_suite(suite, evidence, run_name="run-1")
         assert result.data_docs == evidence / "index.html"
     index = (evidence / "index.html").read_text()
     for name in ("instance_catalog", "instance_predictions", "instance_predictions_completeness"):
@@ -432,7 +443,9 @@ def test_data_docs_list_every_suite_and_a_rerun_replaces_its_result(
     assert "study_findings" in index
 
     leak = frames["catalog"].with_columns(pl.lit("JANSEN^PIETER").alias("manufacturer"))
-    failed = qs.run_suite(qs.catalogue_suite(leak, batch_id, PROGRAMME), evidence, run_name="run-2")
+    failed = gx_runner.run_suite(
+        qs.catalogue_suite(leak, batch_id, PROGRAMME), evidence, run_name="run-2"
+    )
     assert not failed.success
     pages = sorted((evidence / "validations" / "instance_catalog").rglob("*.html"))
     assert len(pages) == 1 and "run-2" in str(pages[0])
