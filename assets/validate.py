@@ -11,6 +11,7 @@ from assets._shared import read_batch_table, write_batch_table
 from assets.infer import study_findings
 from orchestration.partitions import batch_of, screening_partitions
 from resources.lake import LakeDatabase
+from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
 from screenlake import quality
@@ -38,12 +39,19 @@ def validated_findings(
     research_zone: ZoneStore,
     lake: LakeDatabase,
     pseudonym_key: PseudonymKey,
+    models: ModelRegistry,
 ) -> dg.MaterializeResult:
     """Study findings that passed every blocking check, stamped with when they were validated.
 
-    The blocking checks upstream stop this asset within a run; it re-applies the table rules
-    itself, so that a run that selects it alone cannot publish what a check would refuse.
+    The blocking checks upstream stop this asset within a run; it re-applies the table rules and
+    the predictions' and findings' Great Expectations suites itself, so that a run that selects
+    it alone cannot publish what a check would refuse.
     """
+    from screenlake.gx_runner import run_suite
+    from screenlake.inference.manifest import MANIFEST_FILE, load_manifest
+    from screenlake.inference.registry import model_dir_for
+    from screenlake.quality_suites import findings_suite, predictions_suite
+
     batch, key = batch_of(context), pseudonym_key.key()
     findings = read_batch_table(research_zone, STUDY_FINDINGS, batch, key)
     predictions = read_batch_table(research_zone, INSTANCE_PREDICTIONS, batch, key)
@@ -55,6 +63,19 @@ def validated_findings(
         "study UIDs unique": quality.values_unique(findings, "study_instance_uid"),
     }
     failed = {name: o.summary for name, o in outcomes.items() if not o.passed}
+    manifest = load_manifest(
+        model_dir_for(models.models_root_path(), models.model_name_for(batch.programme))
+        / MANIFEST_FILE
+    )
+    batch_id = batch.research_id(key)
+    suites = (
+        predictions_suite(predictions, catalog, batch_id, batch.programme),
+        findings_suite(findings, batch_id, batch.programme, manifest),
+    )
+    for suite in suites:
+        result = run_suite(suite, run_name=context.run.run_id)
+        if not result.success:
+            failed[f"suite {suite.name}"] = result.summary
     if failed:
         raise PublicationBlocked(
             "findings not published: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
@@ -65,6 +86,8 @@ def validated_findings(
         metadata={
             "studies": rows,
             "studies_flagged": validated.filter(pl.col("flag").fill_null(False)).height,
-            "rules_applied": dg.MetadataValue.json(sorted(outcomes)),
+            "rules_applied": dg.MetadataValue.json(
+                sorted(outcomes) + [f"suite {s.name}" for s in suites]
+            ),
         }
     )

@@ -94,3 +94,43 @@ def test_a_missing_pseudonym_key_stops_the_run_with_instructions(
             partition_key=key,
         )
     assert not (tmp_path / "research" / "dicom").exists()
+
+
+def test_validated_findings_alone_refuses_what_the_findings_suite_refuses(
+    synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
+) -> None:
+    """A run that selects only `validated_findings` skips the upstream checks; the asset runs
+    the suites itself, so an identifier written into the findings still blocks publication."""
+    import os
+
+    import polars as pl
+
+    from assets.validate import PublicationBlocked
+    from screenlake import layout
+    from screenlake.keys import PSEUDONYM_KEY_ENV
+    from screenlake.tables import STUDY_FINDINGS
+
+    resources = _resources(tmp_path, synthetic_export)
+    day = synthetic_export.days[0]
+    key = partition_key(day, PROGRAMME)
+    graph = [*defs.assets, *defs.asset_checks]
+    assert dg.materialize(graph, resources=resources, partition_key=key).success  # type: ignore[arg-type]
+    findings = (
+        tmp_path
+        / "research"
+        / layout.lake_table_path(
+            STUDY_FINDINGS, layout.Batch(day, PROGRAMME), os.environ[PSEUDONYM_KEY_ENV].encode()
+        )
+    )
+    leaked = pl.read_parquet(findings).with_columns(
+        pl.lit("123456782").alias("patient_pseudonym")  # a BSN where a pseudonym belongs
+    )
+    leaked.write_parquet(findings)
+
+    with pytest.raises(PublicationBlocked, match=r"suite findings: .*\(patient_pseudonym\)"):
+        dg.materialize(
+            graph,  # type: ignore[arg-type]
+            resources=resources,
+            partition_key=key,
+            selection=dg.AssetSelection.assets("validated_findings").without_checks(),
+        )
