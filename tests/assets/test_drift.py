@@ -47,6 +47,41 @@ def _resources(root: Path, drop: Path | None = None) -> dict[str, Any]:
     )
 
 
+def _as_published(frame: pl.DataFrame) -> pl.DataFrame:
+    """The hand-made rows in the forms the data-quality suites demand of real ones: `2.25.` UIDs,
+    `SL` pseudonyms, and the registered model's provenance, so that `validated_findings`
+    publishes them and the test shows what drift alone does."""
+    import json
+
+    from orchestration.resources import PROJECT_ROOT
+
+    manifest = json.loads(
+        (PROJECT_ROOT / "models" / "cxr_tb_reference" / "manifest.json").read_text("utf-8")
+    )
+    uids = ("study_instance_uid", "series_instance_uid", "sop_instance_uid")
+    columns = [
+        (pl.lit("2.25.") + pl.col(c).hash(seed=1).cast(pl.String)).alias(c)
+        for c in uids
+        if c in frame.columns
+    ]
+    if "patient_pseudonym" in frame.columns:
+        columns.append(
+            pl.col("patient_pseudonym")
+            .hash(seed=2)
+            .map_elements(lambda v: f"SL{v:016X}", return_dtype=pl.String)
+            .alias("patient_pseudonym")
+        )
+    if "weights_sha256" in frame.columns:
+        columns += [
+            pl.lit(manifest["name"]).alias("model_name"),
+            pl.lit(manifest["version"]).alias("model_version"),
+            pl.lit(manifest["weights_sha256"]).alias("weights_sha256"),
+        ]
+    if "threshold" in frame.columns:
+        columns.append(pl.lit(manifest["threshold"]).alias("threshold"))
+    return frame.with_columns(columns)
+
+
 def _land(research: Path, day: date, key: bytes, tables: PartitionTables) -> None:
     """Write one day's catalog, predictions and findings where the upstream assets would."""
     batch = layout.Batch(day, PROGRAMME)
@@ -57,7 +92,7 @@ def _land(research: Path, day: date, key: bytes, tables: PartitionTables) -> Non
     ):
         batch_id = pl.lit(batch.research_id(key))
         write_parquet(
-            frame.with_columns(batch_id.alias("batch_id")),
+            _as_published(frame).with_columns(batch_id.alias("batch_id")),
             table,
             research / layout.lake_table_path(table, batch, key),
         )
