@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
@@ -10,7 +12,7 @@ from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.quality import RuleOutcome
 from screenlake.reidentify import ReidentificationRecord, append_audit, write_audit_record
-from screenlake.tables import TableSchema, read_parquet, write_parquet
+from screenlake.tables import LANDED_INSTANCES, TableSchema, read_parquet, write_parquet
 
 
 def read_batch_table(
@@ -34,6 +36,17 @@ def write_batch_table(
     research_zone.push(path)
     lake.refresh_views()
     return rows
+
+
+def landed_manifest(
+    phi_zone: ZoneStore, batch: layout.Batch, with_files: bool = True
+) -> tuple[pl.DataFrame, Path]:
+    """The batch's landed manifest and the local folder of its landed files. Without
+    `with_files`, only the manifest is brought from a zone in object storage: counting the
+    landed files must not download them."""
+    phi_zone.pull(layout.raw_dir(batch) if with_files else layout.raw_manifest_path(batch))
+    manifest = read_parquet(LANDED_INSTANCES, phi_zone.path(layout.raw_manifest_path(batch)))
+    return manifest, phi_zone.path(layout.raw_dir(batch))
 
 
 def record_reidentification(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
-from assets._shared import check_result, read_batch_table
+from assets._shared import check_result, landed_manifest, read_batch_table
 from assets.publish import coordinator_worklist, pacs_findings_reports
 from assets.validate import validated_findings
 from orchestration.partitions import batch_of, screening_partitions
@@ -22,9 +22,7 @@ from screenlake.tables import (
     DEIDENTIFICATION_AUDIT,
     INSTANCE_CATALOG,
     INSTANCE_PREDICTIONS,
-    LANDED_INSTANCES,
     VALIDATED_FINDINGS,
-    read_parquet,
     write_parquet,
 )
 
@@ -44,8 +42,7 @@ def chain_reconciled(
 ) -> dg.AssetCheckResult:
     """Follow every landed file of the partition to a row of each later table."""
     batch, key = batch_of(context), pseudonym_key.key()
-    raw = phi_zone.pull(layout.raw_dir(batch))
-    landed = read_parquet(LANDED_INSTANCES, raw / layout.raw_manifest_path(batch).name)
+    landed, _ = landed_manifest(phi_zone, batch, with_files=False)
     steps = chain_steps(
         landed.height,
         read_batch_table(research_zone, DEIDENTIFICATION_AUDIT, batch, key),

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from assets._shared import check_result, read_batch_table, write_batch_table
+from assets._shared import check_result, landed_manifest, read_batch_table, write_batch_table
 from assets.ingest import raw_instances
 from orchestration.partitions import batch_of, screening_partitions
 from resources.deidentification import DeidentificationSettings
@@ -18,18 +18,13 @@ from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
 from screenlake import layout, quality
 from screenlake.deid.batch import LandedFile, deidentify_batch
-from screenlake.tables import DEIDENTIFICATION_AUDIT, LANDED_INSTANCES, read_parquet
+from screenlake.tables import DEIDENTIFICATION_AUDIT
 from screenlake.vault import vault_entries, write_vault
 from screenlake.verify import index_originals, scan_files
 
 _DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "screenlake/deid/profiles/default.json"
 PROFILE_VERSION = json.loads(_DEFAULT_PROFILE.read_text(encoding="utf-8"))["version"]
 MAX_FINDINGS_SHOWN = 10
-
-
-def _landed(phi_zone: ZoneStore, batch: layout.Batch) -> tuple[pl.DataFrame, Path]:
-    raw_dir = phi_zone.pull(layout.raw_dir(batch))
-    return read_parquet(LANDED_INSTANCES, raw_dir / layout.raw_manifest_path(batch).name), raw_dir
 
 
 @dg.asset(
@@ -52,7 +47,7 @@ def deidentified_instances(
     batch = batch_of(context)
     key = pseudonym_key.key()
     profile = deidentification.profile()
-    manifest, raw_dir = _landed(phi_zone, batch)
+    manifest, raw_dir = landed_manifest(phi_zone, batch)
     files = [
         LandedFile(row["ordinal"], raw_dir / row["landed_path"], row["problem"])
         for row in manifest.iter_rows(named=True)
@@ -102,7 +97,7 @@ def pseudonym_vault(
 ) -> dg.MaterializeResult:
     """Encrypted map from pseudonyms back to patient ID, accession number and study (PHI)."""
     batch = batch_of(context)
-    manifest, raw_dir = _landed(phi_zone, batch)
+    manifest, raw_dir = landed_manifest(phi_zone, batch)
     readable = manifest.filter(pl.col("problem").is_null())
     entries = vault_entries((raw_dir / p for p in readable["landed_path"]), pseudonym_key.key())
     write_vault(entries, phi_zone.path(layout.vault_path(batch)), vault_key.cipher())
@@ -126,7 +121,7 @@ def every_landed_file_accounted_for(
 ) -> dg.AssetCheckResult:
     """Reconcile the landed manifest with the de-identification audit."""
     batch = batch_of(context)
-    manifest, _ = _landed(phi_zone, batch)
+    manifest, _ = landed_manifest(phi_zone, batch, with_files=False)
     audit = read_batch_table(research_zone, DEIDENTIFICATION_AUDIT, batch, pseudonym_key.key())
     outcome = quality.every_landed_file_accounted_for(manifest.height, audit)
     return check_result(outcome)
@@ -148,7 +143,7 @@ def no_identifiers_in_research_zone(
 ) -> dg.AssetCheckResult:
     """Scan every de-identified file of the batch for the originals' identifiers."""
     batch = batch_of(context)
-    manifest, raw_dir = _landed(phi_zone, batch)
+    manifest, raw_dir = landed_manifest(phi_zone, batch)
     index = index_originals(
         (raw_dir / p for p in manifest["landed_path"]), deidentification.profile().options
     )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets._shared import read_batch_table, record_reidentification
+from assets._shared import landed_manifest, read_batch_table, record_reidentification
 from assets.deidentify import pseudonym_vault
 from assets.validate import validated_findings
 from orchestration.partitions import batch_of, screening_partitions
@@ -17,7 +17,7 @@ from screenlake import layout
 from screenlake.pacs.store import WRITTEN_TO_OUTBOX
 from screenlake.reidentify import audit_record
 from screenlake.reviews import carried_entries, carry_over, decisions_path, read_decisions
-from screenlake.tables import LANDED_INSTANCES, VALIDATED_FINDINGS, read_parquet
+from screenlake.tables import VALIDATED_FINDINGS
 from screenlake.vault import read_vault
 from screenlake.worklist import WorklistAbout, export_frame, models_of, write_csv, write_xlsx
 from screenlake.worklist import coordinator_worklist as worklist_of
@@ -109,8 +109,7 @@ def pacs_findings_reports(
     batch, key = batch_of(context), pseudonym_key.key()
     findings = read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key)
     vault = read_vault(phi_zone.pull(layout.vault_path(batch)), vault_key.cipher())
-    raw_dir = phi_zone.pull(layout.raw_dir(batch))
-    manifest = read_parquet(LANDED_INSTANCES, raw_dir / layout.raw_manifest_path(batch).name)
+    manifest, raw_dir = landed_manifest(phi_zone, batch)
     patients = patients_by_study(manifest, raw_dir)
     pending = pending_reports(findings, vault, patients)
     studies = [p.finding.original_study_instance_uid for p in pending]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,23 @@ def test_paths_that_leave_a_zone_in_object_storage_are_refused(tmp_path: Path) -
     with pytest.raises(ValueError, match="leaves the PHI zone"):
         zone.uri("../research/lake")
     assert zone.uri("raw/x.dcm") == "s3://bucket-name/phi/raw/x.dcm"
+
+
+def test_counting_landed_files_does_not_download_them(s3_run: S3Run) -> None:
+    """The reconciliation checks read the landed manifest only, not the PHI files it lists."""
+    from assets._shared import landed_manifest
+    from screenlake.layout import Batch
+
+    shutil.rmtree(s3_run.work / "phi")
+    phi_zone = s3_run.resources["phi_zone"]
+    day = date.fromisoformat(s3_run.partition.keys_by_dimension["date"])
+    batch = Batch(day, s3_run.partition.keys_by_dimension["programme"])
+
+    manifest, raw = landed_manifest(phi_zone, batch, with_files=False)
+    assert manifest.height > 0
+    assert [p.name for p in raw.iterdir()] == ["manifest.parquet"]
+
+    _, raw = landed_manifest(phi_zone, batch)
+    assert sorted(p.name for p in raw.iterdir() if p.suffix == ".dcm") == sorted(
+        manifest["landed_path"]
+    )
