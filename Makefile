@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DAGSTER_HOME := $(CURDIR)/var/dagster
 DEMO_KEYS := $(CURDIR)/var/phi/keys
 
-.PHONY: install servers demo demo-pacs test ui clean
+.PHONY: install servers demo demo-pacs test ui stack stack-stop worker image clean
 
 install: $(INSTALLED)
 
@@ -23,14 +23,17 @@ demo: $(INSTALLED)
 demo-pacs: $(INSTALLED) servers
 	$(BIN)/python -m orchestration.demo_pacs
 
-# What the tests start or drive on loopback: Orthanc (with its DICOMweb plugin) from Debian, and
-# Chromium, headless, to check that the programme report renders.
+# What the tests start or drive on loopback: Orthanc (with its DICOMweb plugin) from Debian,
+# Chromium, headless, to check that the programme report renders, and PostgreSQL and Redis for
+# the production-shaped stack (`make stack` and tests/deploy).
+SERVER_PACKAGES := orthanc orthanc-dicomweb chromium postgresql redis-server
 servers:
-	@if ! command -v Orthanc >/dev/null 2>&1 || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || ! command -v chromium >/dev/null 2>&1; then \
+	@if ! command -v Orthanc >/dev/null 2>&1 || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || ! command -v chromium >/dev/null 2>&1 \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb chromium >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SERVER_PACKAGES) >/dev/null; \
 	  else \
-	    echo "the tests need Orthanc and Chromium: run 'sudo apt-get install orthanc orthanc-dicomweb chromium' (Debian)" >&2; exit 1; \
+	    echo "the tests need $(SERVER_PACKAGES): run 'sudo apt-get install $(SERVER_PACKAGES)' (Debian)" >&2; exit 1; \
 	  fi; \
 	fi
 
@@ -44,6 +47,24 @@ ui: $(INSTALLED)
 	SCREENLAKE_PSEUDONYM_KEY="$${SCREENLAKE_PSEUDONYM_KEY:-$$(cat $(DEMO_KEYS)/pseudonym.key 2>/dev/null)}" \
 	SCREENLAKE_VAULT_KEY="$${SCREENLAKE_VAULT_KEY:-$$(cat $(DEMO_KEYS)/vault.key 2>/dev/null)}" \
 	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+
+# The production shape on one host: PostgreSQL, Redis, the gRPC code server, one daemon, the
+# webserver and a Celery worker per queue, each stopped by its process id (state in var/stack).
+# The site's settings (keys, zones, PACS) come from the environment, as for a deployment.
+stack: $(INSTALLED) servers
+	$(BIN)/python -m screenlake.devservers.stack start
+
+stack-stop: $(INSTALLED)
+	$(BIN)/python -m screenlake.devservers.stack stop
+
+# One more Celery worker, in the foreground, on the stack's broker: make worker QUEUE=gpu
+QUEUE ?= dagster
+worker: $(INSTALLED)
+	$(BIN)/python -m screenlake.devservers.stack worker --queue $(QUEUE)
+
+# The code-location image (podman or buildah), built locally: deploy/build-image.sh
+image:
+	deploy/build-image.sh
 
 clean:
 	rm -rf var

@@ -4,7 +4,6 @@
 
 import json
 import time
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -18,12 +17,12 @@ from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
 from screenlake import layout, quality
 from screenlake.deid.batch import LandedFile, deidentify_batch
+from screenlake.deid.profile import DEFAULT_PROFILE_PATH
 from screenlake.tables import DEIDENTIFICATION_AUDIT
 from screenlake.vault import vault_entries, write_vault
 from screenlake.verify import index_originals, scan_files
 
-_DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "screenlake/deid/profiles/default.json"
-PROFILE_VERSION = json.loads(_DEFAULT_PROFILE.read_text(encoding="utf-8"))["version"]
+PROFILE_VERSION = json.loads(DEFAULT_PROFILE_PATH.read_text(encoding="utf-8"))["version"]
 MAX_FINDINGS_SHOWN = 10
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 from assets._shared import check_result, markdown_preview, read_batch_table, write_batch_table
 from assets.catalog import instance_catalog, study_catalog
 from orchestration.partitions import batch_of, screening_partitions
+from orchestration.routing import gpu_step_tags
 from resources.lake import LakeDatabase
 from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey
@@ -73,6 +74,7 @@ def inference_assets(models: ModelRegistry) -> list[dg.AssetsDefinition]:
 @dg.asset(
     deps=[instance_catalog],
     pool="gpu",
+    op_tags=gpu_step_tags(),
     group_name="infer",
     partitions_def=screening_partitions,
     kinds={"pytorch", "parquet"},

@@ -65,6 +65,7 @@ import torch
 from faker import Faker
 from torch.utils.data import DataLoader
 
+from models import bundled_models_root
 from screenlake.catalog import instance_catalog
 from screenlake.errors import ConfigurationError
 from screenlake.inference.loading import UnitDataset
@@ -77,7 +78,6 @@ from screenlake.inference.predict import (
 )
 from screenlake.inference.registry import (
     LoadedModel,
-    bundled_models_root,
     load_model,
     model_dir_for,
     resolve_device,

@@ -22,6 +22,7 @@ from assets import (
     validate,
 )
 from orchestration.automation import new_studies_sensor, nightly_screening, screening_job
+from orchestration.executors import executor_for
 from orchestration.resources import resources_for
 from resources.models import ModelRegistry
 
@@ -64,6 +65,7 @@ def definitions_for(env: str, settings: Mapping[str, str]) -> dg.Definitions:
         schedules=[nightly_screening],
         sensors=[new_studies_sensor],
         resources=resources,
+        executor=executor_for(settings),
     )
 
 

@@ -16,13 +16,17 @@ from pathlib import Path
 
 import polars as pl
 
-from orchestration.resources import PROJECT_ROOT, resources_for
+from orchestration.resources import resources_for
 from screenlake import layout
 from screenlake.keys import PSEUDONYM_KEY_ENV
 from screenlake.programmes import PROGRAMME_NAMES
+from screenlake.settings import local_home
 from screenlake.vault import VAULT_KEY_ENV
 
-VAR = PROJECT_ROOT / "var"
+VAR = local_home(os.environ)
+# The demo runs from a checkout (`make demo`), whose top-level dagster.yaml configures the
+# embedded instance: SQLite in var/dagster, the run queue and the pools.
+INSTANCE_CONFIG = Path("dagster.yaml")
 DROP, PHI, RESEARCH, DAGSTER_HOME = VAR / "drop", VAR / "phi", VAR / "research", VAR / "dagster"
 DEMO_STUDIES, DEMO_SEED = 16, 7
 # Step-by-step events stay in the instance for the UI; the terminal shows warnings and up.
@@ -36,9 +40,7 @@ def _demo_secret(env_var: str, path: Path, make: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(make + "\n", encoding="ascii")
         path.chmod(0o600)
-        print(
-            f"created a random {env_var} for the demo in the PHI zone: {path.relative_to(PROJECT_ROOT)}"
-        )
+        print(f"created a random {env_var} for the demo in the PHI zone: {os.path.relpath(path)}")
     os.environ[env_var] = path.read_text(encoding="ascii").strip()
 
 
@@ -58,8 +60,12 @@ def prepare() -> None:
         )
     _demo_secret(PSEUDONYM_KEY_ENV, PHI / layout.DEMO_PSEUDONYM_KEY, secrets.token_hex(32))
     _demo_secret(VAULT_KEY_ENV, PHI / layout.DEMO_VAULT_KEY, Fernet.generate_key().decode())
+    if not INSTANCE_CONFIG.is_file():
+        raise SystemExit(
+            "run the demo from the checkout's top folder (it reads dagster.yaml there)"
+        )
     DAGSTER_HOME.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", DAGSTER_HOME / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, DAGSTER_HOME / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(DAGSTER_HOME)
 
 
@@ -123,16 +129,16 @@ def summary() -> None:
     print("    DuckDB views:                 var/research/lake.duckdb")
     print("    quarantine (PHI zone):        var/phi/quarantine")
     for path in worklists:
-        print(f"    worklist (PHI zone):          {path.relative_to(PROJECT_ROOT)}")
+        print(f"    worklist (PHI zone):          {os.path.relpath(path)}")
     for path in sorted((PHI / "worklists").rglob("*.xlsx")):
-        print(f"    worklist XLSX (PHI zone):     {path.relative_to(PROJECT_ROOT)}")
+        print(f"    worklist XLSX (PHI zone):     {os.path.relpath(path)}")
     for path in sorted((RESEARCH / "reports").rglob("report.html")):
-        print(f"    programme report:             {path.relative_to(PROJECT_ROOT)}")
+        print(f"    programme report:             {os.path.relpath(path)}")
     docs = sorted((RESEARCH / "evidence" / "data_docs").rglob("index.html"))
     if docs:
         print(
             f"    data-quality evidence:        {len(docs)} Data Docs sites under "
-            f"{(RESEARCH / 'evidence' / 'data_docs').relative_to(PROJECT_ROOT)}"
+            f"{os.path.relpath(RESEARCH / 'evidence' / 'data_docs')}"
         )
     print('  query:  .venv/bin/screenlake query "SELECT * FROM programme_batch_summary"')
     print("  UI:     make ui, then open http://127.0.0.1:3000 (runs, lineage, partitions)")

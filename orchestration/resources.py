@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from models import bundled_models_root
 from resources.deidentification import DeidentificationSettings
 from resources.lake import LakeDatabase
 from resources.models import ModelRegistry
@@ -16,51 +16,27 @@ from screenlake import layout
 from screenlake.errors import ConfigurationError
 from screenlake.objectstore.access import DEFAULT_REGION
 from screenlake.objectstore.location import is_s3_uri, parse_s3_uri
+from screenlake.settings import (
+    location,
+    number,
+    optional_count,
+    require_locations,
+    required,
+    text,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-ENVIRONMENTS = ("local",)
 SOURCES = ("drop", "dicomweb", "dimse")
-
-
-def _setting(settings: Mapping[str, str], name: str, default: Path) -> str:
-    return settings.get(name) or str(default)
-
-
-def _required(settings: Mapping[str, str], name: str, why: str) -> str:
-    value = (settings.get(name) or "").strip()
-    if not value:
-        raise ConfigurationError(f"{name} is not set; {why}")
-    return value
-
-
-def _number(settings: Mapping[str, str], name: str, default: float, kind: type = int) -> Any:
-    text = (settings.get(name) or "").strip()
-    if not text:
-        return kind(default)
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number; got {text!r}") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative; got {text!r}")
-    return value
-
-
-def _optional_count(settings: Mapping[str, str], name: str) -> int | None:
-    """A non-negative whole number, or None when unset (the component then picks)."""
-    if not (settings.get(name) or "").strip():
-        return None
-    return int(_number(settings, name, 0))
+BUNDLED_MODELS = "bundled"
 
 
 def _pacs_common(settings: Mapping[str, str], connections: int) -> dict[str, Any]:
     return {
-        "lookback_days": _number(settings, "SCREENLAKE_PACS_LOOKBACK_DAYS", 7),
-        "retry_attempts": _number(settings, "SCREENLAKE_PACS_RETRIES", 5),
-        "retry_delay_s": _number(settings, "SCREENLAKE_PACS_RETRY_DELAY", 1.0, float),
-        "timeout_s": _number(settings, "SCREENLAKE_PACS_TIMEOUT", 60.0, float),
+        "lookback_days": number(settings, "SCREENLAKE_PACS_LOOKBACK_DAYS", 7),
+        "retry_attempts": number(settings, "SCREENLAKE_PACS_RETRIES", 5),
+        "retry_delay_s": number(settings, "SCREENLAKE_PACS_RETRY_DELAY", 1.0, float),
+        "timeout_s": number(settings, "SCREENLAKE_PACS_TIMEOUT", 60.0, float),
         "lookback_until": settings.get("SCREENLAKE_PACS_LOOKBACK_UNTIL") or None,
-        "connections": _number(settings, "SCREENLAKE_PACS_CONNECTIONS", connections),
+        "connections": number(settings, "SCREENLAKE_PACS_CONNECTIONS", connections),
     }
 
 
@@ -72,7 +48,7 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
     """
     kind = (settings.get("SCREENLAKE_PACS") or "drop").strip().lower()
     if kind == "drop":
-        drop = _setting(settings, "SCREENLAKE_DROP", PROJECT_ROOT / "var" / "drop")
+        drop = location(settings, "SCREENLAKE_DROP")
         if not is_s3_uri(drop):
             return ExportDropSource(root=drop)
         from resources.s3drop import S3DropSource
@@ -80,7 +56,7 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
         parse_s3_uri(drop, "SCREENLAKE_DROP")
         return S3DropSource(
             uri=drop,
-            connections=_number(settings, "SCREENLAKE_DROP_CONNECTIONS", 8),
+            connections=number(settings, "SCREENLAKE_DROP_CONNECTIONS", 8),
             **_s3_access_settings(settings, "SCREENLAKE_DROP_S3"),
         )
     # The PACS clients load only where a PACS is configured: the code location stays fast.
@@ -89,7 +65,7 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
 
         common = _pacs_common(settings, connections=4)
         return DicomWebSource(
-            url=_required(
+            url=required(
                 settings,
                 "SCREENLAKE_DICOMWEB_URL",
                 "set it to the PACS's DICOMweb root, e.g. https://pacs.example.org/dicom-web",
@@ -102,13 +78,13 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
 
         common = _pacs_common(settings, connections=2)
         return DimseSource(
-            host=_required(settings, "SCREENLAKE_DIMSE_HOST", "set it to the PACS's host name"),
-            port=_number(settings, "SCREENLAKE_DIMSE_PORT", 104),
-            called_aet=_required(settings, "SCREENLAKE_DIMSE_AET", "set it to the PACS's AE title"),
+            host=required(settings, "SCREENLAKE_DIMSE_HOST", "set it to the PACS's host name"),
+            port=number(settings, "SCREENLAKE_DIMSE_PORT", 104),
+            called_aet=required(settings, "SCREENLAKE_DIMSE_AET", "set it to the PACS's AE title"),
             calling_aet=(settings.get("SCREENLAKE_AET") or "SCREENLAKE").strip(),
             retrieve=(settings.get("SCREENLAKE_DIMSE_RETRIEVE") or "get").strip().lower(),
             scp_host=settings.get("SCREENLAKE_DIMSE_SCP_HOST") or "0.0.0.0",
-            scp_port=_number(settings, "SCREENLAKE_DIMSE_SCP_PORT", 11113),
+            scp_port=number(settings, "SCREENLAKE_DIMSE_SCP_PORT", 11113),
             associations=common.pop("connections"),
             **common,
         )
@@ -125,20 +101,18 @@ def _s3_access_settings(settings: Mapping[str, str], credentials_env: str) -> di
     }
 
 
-def zone_for(
-    settings: Mapping[str, str], name: str, setting: str, default: Path, working_copy: Path
-) -> ZoneStore:
+def zone_for(settings: Mapping[str, str], name: str, setting: str) -> ZoneStore:
     """The zone `setting` names: a folder, or `s3://bucket/prefix` worked on through a local
-    copy (`<setting>_WORKING_COPY`, by default under var/work), with the credentials in
-    `<setting>_S3_ACCESS_KEY_ID` and `<setting>_S3_SECRET_ACCESS_KEY`."""
-    root = _setting(settings, setting, default)
+    copy (`<setting>_WORKING_COPY`, by default under the home folder's work/), with the
+    credentials in `<setting>_S3_ACCESS_KEY_ID` and `<setting>_S3_SECRET_ACCESS_KEY`."""
+    root = location(settings, setting)
     if not is_s3_uri(root):
         return ZoneStore(name=name, root=root)
     parse_s3_uri(root, setting)  # a bad location fails at load, not in the middle of a run
     return ZoneStore(
         name=name,
         root=root,
-        working_copy=_setting(settings, f"{setting}_WORKING_COPY", working_copy),
+        working_copy=location(settings, f"{setting}_WORKING_COPY"),
         **_s3_access_settings(settings, f"{setting}_S3"),
     )
 
@@ -156,27 +130,26 @@ def _programme_models(settings: Mapping[str, str]) -> dict[str, str]:
     return chosen
 
 
+def _models_root(settings: Mapping[str, str]) -> str:
+    """SCREENLAKE_MODELS: a folder of model folders; `bundled` (or unset, locally) for the
+    reference models that ship with the code, found through their package wherever it lies."""
+    chosen = text(settings, "SCREENLAKE_MODELS")
+    return str(bundled_models_root()) if chosen in ("", BUNDLED_MODELS) else chosen
+
+
 def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
     """Resources for environment `env`, with non-secret settings (folders) from `settings`.
 
-    `local` runs embedded: the drop in var/drop, the zones in var/phi and var/research, unless
-    SCREENLAKE_DROP, SCREENLAKE_PHI_ZONE or SCREENLAKE_RESEARCH_ZONE say otherwise; the study
+    `local` runs embedded: the drop, the zones and caches in folders under SCREENLAKE_HOME
+    (default `./var`) unless SCREENLAKE_DROP, SCREENLAKE_PHI_ZONE, SCREENLAKE_RESEARCH_ZONE...
+    say otherwise, and the reference models that ship with the code. `production` takes every
+    location from its setting and refuses to load without one (`require_locations`). The study
     source is the drop unless SCREENLAKE_PACS names a PACS (see `source_for`). Secrets are never
     read here: the key resources and the DICOMweb source read their variables at run time.
     """
-    if env not in ENVIRONMENTS:
-        raise ConfigurationError(
-            f"SCREENLAKE_ENV={env!r} is not a known environment; use one of {', '.join(ENVIRONMENTS)}"
-        )
-    var = PROJECT_ROOT / "var"
-    phi_zone = zone_for(settings, "PHI", "SCREENLAKE_PHI_ZONE", var / "phi", var / "work" / "phi")
-    research_zone = zone_for(
-        settings,
-        "research",
-        "SCREENLAKE_RESEARCH_ZONE",
-        var / "research",
-        var / "work" / "research",
-    )
+    require_locations(env, settings)
+    phi_zone = zone_for(settings, "PHI", "SCREENLAKE_PHI_ZONE")
+    research_zone = zone_for(settings, "research", "SCREENLAKE_RESEARCH_ZONE")
     return {
         "source": source_for(settings),
         "phi_zone": phi_zone,
@@ -191,11 +164,16 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
             database=str(research_zone.path(layout.LAKE_DATABASE)), research_zone=research_zone
         ),
         "models": ModelRegistry(
-            models_root=_setting(settings, "SCREENLAKE_MODELS", PROJECT_ROOT / "models"),
+            models_root=_models_root(settings),
             device=settings.get("SCREENLAKE_DEVICE") or None,
-            batch_size=_optional_count(settings, "SCREENLAKE_INFER_BATCH_SIZE") or None,
-            loader_workers=_optional_count(settings, "SCREENLAKE_INFER_WORKERS"),
-            cache_dir=_setting(settings, "SCREENLAKE_MODEL_CACHE", var / "models-cache"),
+            batch_size=optional_count(settings, "SCREENLAKE_INFER_BATCH_SIZE") or None,
+            loader_workers=optional_count(settings, "SCREENLAKE_INFER_WORKERS"),
+            # Production keeps no cache unless one is set: only weights kept in object storage need it.
+            cache_dir=(
+                location(settings, "SCREENLAKE_MODEL_CACHE")
+                if env == "local"
+                else text(settings, "SCREENLAKE_MODEL_CACHE") or None
+            ),
             s3_endpoint_url=(settings.get("SCREENLAKE_S3_ENDPOINT") or "").strip() or None,
             s3_region=(settings.get("SCREENLAKE_S3_REGION") or "").strip() or DEFAULT_REGION,
             programme_models=_programme_models(settings),

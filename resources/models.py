@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
+from models import bundled_models_root
 from screenlake.objectstore.access import DEFAULT_REGION, S3Access
 
 if TYPE_CHECKING:
     from screenlake.inference.registry import LoadedModel
 
-DEFAULT_MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
 MODELS_S3_CREDENTIALS_ENV = "SCREENLAKE_MODELS_S3"
 
 
@@ -25,7 +25,7 @@ class ModelRegistry(dg.ConfigurableResource):
     in SCREENLAKE_MODELS_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY (else boto3's default chain).
     """
 
-    models_root: str = str(DEFAULT_MODELS_ROOT)
+    models_root: str = str(bundled_models_root())
     device: str | None = None
     # None: 64 images a batch on the CPU, 256 on a GPU (`default_batch_size`).
     batch_size: int | None = None

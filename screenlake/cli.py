@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from screenlake.errors import ScreenlakeError
+from screenlake.settings import PHI_ZONE, RESEARCH_ZONE, location
 
 if TYPE_CHECKING:
     import duckdb
@@ -212,15 +213,18 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("sql")
     sql.add_argument(
         "--research-zone",
-        default=os.environ.get("SCREENLAKE_RESEARCH_ZONE") or "var/research",
-        help="a folder or s3://bucket/prefix (default: SCREENLAKE_RESEARCH_ZONE, else var/research)",
+        default=location(os.environ, RESEARCH_ZONE),
+        help="a folder or s3://bucket/prefix (default: SCREENLAKE_RESEARCH_ZONE, else "
+        "research/ under SCREENLAKE_HOME, else var/research)",
     )
     sql.add_argument("--limit", type=int, default=50, help="rows to print")
     sql.set_defaults(run=_query)
 
     verify = commands.add_parser("verify", help="scan the research zone for residual identifiers")
-    verify.add_argument("--phi-zone", type=Path, default=Path("var/phi"))
-    verify.add_argument("--research-zone", type=Path, default=Path("var/research"))
+    verify.add_argument("--phi-zone", type=Path, default=Path(location(os.environ, PHI_ZONE)))
+    verify.add_argument(
+        "--research-zone", type=Path, default=Path(location(os.environ, RESEARCH_ZONE))
+    )
     verify.set_defaults(run=_verify)
 
     reid = commands.add_parser(
@@ -230,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     reid.add_argument("--output", type=Path, required=True, help="CSV inside the PHI zone")
     reid.add_argument("--purpose", required=True, help="why, for the audit log")
     reid.add_argument("--requested-by", help="who, for the audit log (default: $USER)")
-    reid.add_argument("--phi-zone", type=Path, default=Path("var/phi"))
+    reid.add_argument("--phi-zone", type=Path, default=Path(location(os.environ, PHI_ZONE)))
     reid.set_defaults(run=_reidentify)
 
     reviews = commands.add_parser(
@@ -238,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
         help="record the clinicians' decisions from a filled-in worklist (PHI zone)",
     )
     reviews.add_argument("file", type=Path, help="the worklist's .xlsx or .csv, filled in")
-    reviews.add_argument("--phi-zone", type=Path, default=Path("var/phi"))
+    reviews.add_argument("--phi-zone", type=Path, default=Path(location(os.environ, PHI_ZONE)))
     reviews.set_defaults(run=_import_reviews)
     return parser
 

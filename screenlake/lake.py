@@ -28,6 +28,7 @@ from screenlake.tables import (
     VALIDATED_FINDINGS,
     TableSchema,
 )
+from sql import sql_root
 
 LAKE_TABLES: tuple[TableSchema, ...] = (
     DEIDENTIFICATION_AUDIT,
@@ -41,7 +42,7 @@ LAKE_TABLES: tuple[TableSchema, ...] = (
     PERFORMANCE_AUDIT,
     AUDIT_TRAIL,
 )
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+SQL_DIR = sql_root()
 
 
 def use_lake(con: duckdb.DuckDBPyConnection, lake_root: Path | str) -> None:

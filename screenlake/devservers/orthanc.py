@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import pydicom
 import requests
 
-from screenlake.devservers.process import stop_process
+from screenlake.devservers.process import free_port, stop_process
 
 ORTHANC_AET = "ORTHANC"
 SCREENLAKE_AET = "SCREENLAKE"
@@ -34,13 +33,6 @@ _PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 _START_TIMEOUT_S = 20.0
 _STOP_GRACE_S = 1.0  # then killed: a throwaway server need not shut down cleanly
 _STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OrthancUnavailable(RuntimeError):

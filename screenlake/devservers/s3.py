@@ -12,8 +12,7 @@ from pathlib import Path
 
 import requests
 
-from screenlake.devservers.orthanc import free_port
-from screenlake.devservers.process import stop_process
+from screenlake.devservers.process import free_port, stop_process
 
 _START_TIMEOUT_S = 30.0
 _STOP_GRACE_S = 5.0

@@ -216,10 +216,3 @@ def model_dir_for(models_root: Path, model_name: str) -> Path:
             "folder that holds the model, or train it with `python -m models.train_reference`"
         )
     return directory
-
-
-def bundled_models_root() -> Path:
-    """The folder of the reference models that ship with the code (`models/`)."""
-    import models
-
-    return Path(models.__file__).resolve().parent

@@ -53,10 +53,10 @@ def _as_published(frame: pl.DataFrame) -> pl.DataFrame:
     publishes them and the test shows what drift alone does."""
     import json
 
-    from orchestration.resources import PROJECT_ROOT
+    from models import bundled_models_root
 
     manifest = json.loads(
-        (PROJECT_ROOT / "models" / "cxr_tb_reference" / "manifest.json").read_text("utf-8")
+        (bundled_models_root() / "cxr_tb_reference" / "manifest.json").read_text("utf-8")
     )
     uids = ("study_instance_uid", "series_instance_uid", "sop_instance_uid")
     columns = [

@@ -22,9 +22,9 @@ from dagster._core.definitions.data_version import (
 )
 
 from assets.infer import models_version
+from models import bundled_models_root
 from orchestration.definitions import definitions_for
 from orchestration.partitions import partition_key
-from orchestration.resources import PROJECT_ROOT
 from resources.models import ModelRegistry
 from screenlake.programmes import get_programme
 from tests.conftest import Export
@@ -119,7 +119,7 @@ def _statuses(
 
 def _register_new_version(models: Path, model_name: str, version: str) -> None:
     """Copy the bundled models to `models` and give `model_name` a new version, same weights."""
-    shutil.copytree(PROJECT_ROOT / "models", models, ignore=shutil.ignore_patterns("*.py"))
+    shutil.copytree(bundled_models_root(), models, ignore=shutil.ignore_patterns("*.py"))
     path = models / model_name / "manifest.json"
     manifest = json.loads(path.read_text("utf-8"))
     manifest["version"] = version
@@ -208,7 +208,7 @@ def _code_versions(defs: dg.Definitions) -> dict[str, str | None]:
 
 
 def test_inference_code_version_follows_the_configured_models_folder(upgrade: Upgrade) -> None:
-    bundled = models_version(ModelRegistry(models_root=str(PROJECT_ROOT / "models")))
+    bundled = models_version(ModelRegistry(models_root=str(bundled_models_root())))
     upgraded = models_version(ModelRegistry(models_root=str(upgrade.models)))
     assert f"cxr_tb_reference@{NEW_VERSION}#" in upgraded
     assert bundled != upgraded
@@ -275,7 +275,7 @@ def test_inference_and_what_follows_it_rematerialise_and_nothing_else(upgrade: U
 
 def test_new_rows_carry_the_new_model_version(upgrade: Upgrade) -> None:
     bundled = json.loads(
-        (PROJECT_ROOT / "models" / "cxr_tb_reference" / "manifest.json").read_text("utf-8")
+        (bundled_models_root() / "cxr_tb_reference" / "manifest.json").read_text("utf-8")
     )
     for table in ("instance_predictions", "study_findings", "validated_findings"):
         frame = pl.read_parquet(str(upgrade.research / "lake" / table / "*" / "*.parquet"))

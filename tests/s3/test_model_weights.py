@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import torch
 
+from models import bundled_models_root
 from resources.models import ModelRegistry
 from screenlake.errors import ModelIntegrityError, ObjectStoreError
 from screenlake.inference.manifest import sha256_bytes
-from screenlake.inference.registry import bundled_models_root, load_model
+from screenlake.inference.registry import load_model
 from screenlake.objectstore.access import S3Access
 
 pytestmark = pytest.mark.s3

@@ -22,6 +22,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from models import bundled_models_root
 from models.architectures import build
 from screenlake.errors import ConfigurationError, ModelIntegrityError, UnreadableInstanceError
 from screenlake.fsutil import sha256_of
@@ -35,7 +36,6 @@ from screenlake.inference.predict import (
 from screenlake.inference.preprocess import instance_tensor, window
 from screenlake.inference.registry import (
     LoadedModel,
-    bundled_models_root,
     load_model,
     model_dir_for,
     resolve_device,

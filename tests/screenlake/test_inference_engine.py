@@ -15,11 +15,12 @@ import pytest
 import torch
 from pydicom.uid import generate_uid
 
+from models import bundled_models_root
 from models.architectures import build
 from screenlake.inference.manifest import sha256_bytes
 from screenlake.inference.predict import STATUS_FAILED, STATUS_OK, Progress, run_predictions
 from screenlake.inference.preprocess import fit_to_input, normalise
-from screenlake.inference.registry import LoadedModel, bundled_models_root, load_model
+from screenlake.inference.registry import LoadedModel, load_model
 from screenlake.inference.series import neighbour_stacks
 from tests.dicom_factory import ct_slice, write
 
