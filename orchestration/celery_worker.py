@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
+from celery.signals import after_setup_logger
 from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
@@ -15,3 +17,11 @@ from orchestration.celery_settings import celery_worker_arguments
 
 app = make_app(CeleryExecutor.for_cli(**celery_worker_arguments(os.environ)).app_args())
 execute_plan = create_task(app)
+
+
+@after_setup_logger.connect
+def _no_step_events_in_the_log(**_: object) -> None:
+    """Celery logs a task's return value on success: for a step, every event it emitted. The
+    events are in the Dagster instance already; the worker's log keeps task names, ids and
+    failures."""
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)

@@ -130,6 +130,17 @@ def _programme_models(settings: Mapping[str, str]) -> dict[str, str]:
     return chosen
 
 
+def _require_apart(phi_zone: ZoneStore, research_zone: ZoneStore) -> None:
+    """The two zones' local folders (roots or working copies) never hold one another: PHI
+    would otherwise sit in the research zone's copy, or be replaced along with it."""
+    phi, research = phi_zone.path(), research_zone.path()
+    if phi == research or phi in research.parents or research in phi.parents:
+        raise ConfigurationError(
+            f"the PHI zone's and the research zone's local folders overlap ({phi} and "
+            f"{research}): give each zone, and each working copy, a folder of its own"
+        )
+
+
 def _models_root(settings: Mapping[str, str]) -> str:
     """SCREENLAKE_MODELS: a folder of model folders; `bundled` (or unset, locally) for the
     reference models that ship with the code, found through their package wherever it lies."""
@@ -150,6 +161,7 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
     require_locations(env, settings)
     phi_zone = zone_for(settings, "PHI", "SCREENLAKE_PHI_ZONE")
     research_zone = zone_for(settings, "research", "SCREENLAKE_RESEARCH_ZONE")
+    _require_apart(phi_zone, research_zone)
     return {
         "source": source_for(settings),
         "phi_zone": phi_zone,

@@ -3,6 +3,7 @@ runs, for `make stack`, the deployment tests and the backfill benchmark."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import requests
 
 LOCATION, REPOSITORY = "screenlake", "__repository__"
+TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
 _LAUNCH_BACKFILL = """
 mutation($params: LaunchBackfillParams!) {
@@ -31,6 +33,26 @@ query($id: String!) {
     ... on PythonError { message }
   }
 }"""
+_LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PipelineNotFoundError { message }
+  }
+}"""
+_REEXECUTE = """
+mutation($params: ReexecutionParams!) {
+  launchRunReexecution(reexecutionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+_RUN = """
+query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { runId status } } }"""
 _WORKSPACE = """
 { workspaceOrError { __typename ... on Workspace { locationEntries {
     name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
@@ -105,9 +127,69 @@ class Webserver:
             raise GraphQLError(f"backfill not launched: {result}")
         return str(result["backfillId"])
 
+    def launch_partition_run(self, job: str, partition: str) -> str:
+        """Launch one partition's run as the UI's launchpad does (no backfill daemon tick); its
+        id. `partition` is a `date|programme` key."""
+        day, programme = partition.split("|")
+        tags = {
+            "dagster/partition": partition,
+            "dagster/partition/date": day,
+            "dagster/partition/programme": programme,
+        }
+        params = {
+            "selector": {
+                "jobName": job,
+                "repositoryName": REPOSITORY,
+                "repositoryLocationName": LOCATION,
+            },
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
+        result = self.query(_LAUNCH_RUN, {"params": params})["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise GraphQLError(f"run not launched: {result}")
+        return str(result["run"]["runId"])
+
     def backfill(self, backfill_id: str) -> dict[str, Any]:
         """The backfill's status and its runs (run id, status, tags)."""
         result = self.query(_BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
         if result["__typename"] != "PartitionBackfill":
             raise GraphQLError(f"no backfill {backfill_id}: {result}")
         return dict(result)
+
+    def reexecute(self, run_id: str, strategy: str = "ALL_STEPS") -> str:
+        """Re-execute a run as the UI's "Re-execute" button does; the new run's id."""
+        params = {"parentRunId": run_id, "strategy": strategy}
+        result = self.query(_REEXECUTE, {"params": params})["launchRunReexecution"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise GraphQLError(f"run {run_id} not re-executed: {result}")
+        return str(result["run"]["runId"])
+
+    def run_status(self, run_id: str) -> str:
+        """A run's status: QUEUED, STARTED, SUCCESS, FAILURE..."""
+        result = self.query(_RUN, {"id": run_id})["runOrError"]
+        if result["__typename"] != "Run":
+            raise GraphQLError(f"no run {run_id}: {result}")
+        return str(result["status"])
+
+    def wait_for_backfill(self, backfill_id: str, runs: int, timeout_s: float) -> list[dict]:
+        """The backfill's runs once it has finished and at least `runs` of them have ended."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            backfill = self.backfill(backfill_id)
+            ended = [r for r in backfill["runs"] if r["status"] in TERMINAL]
+            if backfill["status"] != "REQUESTED" and len(ended) >= runs:
+                return list(backfill["runs"])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backfill {backfill_id} not done in {timeout_s:.0f} s")
+            time.sleep(2)
+
+    def wait_for_run(self, run_id: str, timeout_s: float) -> str:
+        """A run's final status, once it has one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.run_status(run_id)
+            if status in TERMINAL:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {status} after {timeout_s:.0f} s")
+            time.sleep(2)

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from screenlake.devservers.process import is_running, start_detached, stop_pid_file, wait_until
+from screenlake.devservers.process import recorded_pid, start_detached, stop_pid_file, wait_until
 
 SUPERUSER, DATABASE = "dagster", "dagster"
 _ACCOUNT = "postgres"
@@ -110,7 +110,7 @@ class PostgresServer:
 
     def running(self) -> bool:
         """Whether the recorded server process is alive."""
-        return self.pid_file.exists() and is_running(int(self.pid_file.read_text()))
+        return recorded_pid(self.pid_file) is not None
 
     def _initdb(self, account: str | None) -> None:
         password_file = self.root / "initdb.password"

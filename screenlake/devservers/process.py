@@ -76,6 +76,15 @@ def is_running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def recorded_pid(pid_file: Path) -> int | None:
+    """The process id `pid_file` records, if that process is alive."""
+    try:
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        return None
+    return pid if is_running(pid) else None
+
+
 def stop_pid_file(pid_file: Path, grace_s: float, first: int = signal.SIGTERM) -> bool:
     """Stop the process group whose leader's id `pid_file` holds: `first` signal, then SIGKILL
     after `grace_s` seconds. Returns whether a process was running; removes the file."""

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from screenlake.devservers.process import start_detached, stop_pid_file, wait_until
+from screenlake.devservers.process import recorded_pid, start_detached, stop_pid_file, wait_until
 
 _START_TIMEOUT_S = 20.0
 _STOP_GRACE_S = 5.0
@@ -60,6 +60,10 @@ class RedisServer:
     def stop(self) -> None:
         """Stop by process id."""
         stop_pid_file(self.pid_file, _STOP_GRACE_S)
+
+    def running(self) -> bool:
+        """Whether the recorded server process is alive."""
+        return recorded_pid(self.pid_file) is not None
 
     def _answers(self) -> bool:
         import redis

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from screenlake.devservers.graphql import LOCATION, Webserver
 from screenlake.devservers.postgres import PostgresServer
 from screenlake.devservers.process import (
     is_running,
+    recorded_pid,
     start_detached,
     stop_pid_file,
     wait_until,
@@ -122,10 +124,13 @@ class Stack:
         """A worker's environment: its own working copies of the zones, so that no step can
         lean on what another worker left on its disk."""
         env = self.env()
-        for zone in ("SCREENLAKE_PHI_ZONE", "SCREENLAKE_RESEARCH_ZONE"):
+        for zone, name in (
+            ("SCREENLAKE_PHI_ZONE", "phi"),
+            ("SCREENLAKE_RESEARCH_ZONE", "research"),
+        ):
             base = self.site.get(f"{zone}_WORKING_COPY")
             folder = Path(base) / worker.name if base else self.home / "workers" / worker.name
-            env[f"{zone}_WORKING_COPY"] = str(folder / zone.rsplit("_", 1)[-1].lower())
+            env[f"{zone}_WORKING_COPY"] = str(folder / name)
         return env
 
     # -- processes --------------------------------------------------------------------------
@@ -139,11 +144,7 @@ class Stack:
 
     def pid(self, service: str) -> int | None:
         """The process id of a running service (`daemon`, `worker-<name>`...), else None."""
-        path = self._pid_file(service)
-        if not path.exists():
-            return None
-        pid = int(path.read_text(encoding="ascii"))
-        return pid if is_running(pid) else None
+        return recorded_pid(self._pid_file(service))
 
     def _command(self, service: str) -> list[str]:
         bin_dir = Path(sys.executable).parent
@@ -253,7 +254,7 @@ class Stack:
         """Start everything not yet running, in dependency order, and wait until it serves."""
         if not self.postgres.running():
             self.postgres.start()
-        if not self.redis.pid_file.exists():
+        if not self.redis.running():
             self.redis.start()
         self._instance()
         for service in _DAGSTER_SERVICES:
@@ -268,6 +269,9 @@ class Stack:
         if pid is None:
             raise RuntimeError(f"{service} is not running")
         os.kill(pid, sig)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        while is_running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return pid
 
     def stop_service(self, service: str) -> None:
@@ -305,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stack in {args.home} stopped")
         return 0
     if args.action == "worker":
-        worker = Worker(args.queue, args.name or f"{args.queue}-{os.getpid()}")
+        worker = Worker(args.queue, args.name or f"{args.queue.replace(',', '+')}-{os.getpid()}")
         os.execve(sys.executable, stack.worker_command(worker), stack.worker_env(worker))
     missing = [
         k for k in ("SCREENLAKE_PSEUDONYM_KEY", "SCREENLAKE_VAULT_KEY") if not os.environ.get(k)
