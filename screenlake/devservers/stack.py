@@ -44,6 +44,18 @@ _STOP_GRACE_S = 20.0
 DEFAULT_PORTS = {"postgres": 15432, "redis": 16379, "code_server": 4266, "webserver": 3000}
 _DAGSTER_SERVICES = ("code_server", "webserver", "daemon")
 POOLS = ("pacs", "gpu")
+# One slot for each pool an operator has not set (`dagster instance concurrency set` keeps
+# theirs); dagster's CLI cannot tell a pool set by hand from one left to the default.
+_SET_UNSET_POOLS = """
+import sys
+import dagster as dg
+with dg.DagsterInstance.get() as instance:
+    storage = instance.event_log_storage
+    chosen = {pool.name for pool in storage.get_pool_limits() if not pool.from_default}
+    for name in sys.argv[1:]:
+        if name not in chosen:
+            storage.set_concurrency_slots(name, 1)
+"""
 
 
 @dataclass(frozen=True)
@@ -171,25 +183,17 @@ class Stack:
         home = Path(self.state["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
         target, source = home / "dagster.yaml", self.deploy / "dagster.yaml"
-        first = not target.exists()
-        if first:
+        if not target.exists():
             shutil.copyfile(source, target)
         elif target.read_bytes() != source.read_bytes():
             print(f"note: {target} differs from {source}; kept (remove it to take the new one)")
-        self._dagster("instance", "migrate")
-        if first:
-            # Pools set explicitly: left to their default, the first runs to claim a slot at
-            # once race to create the pool's row, which fails a run on PostgreSQL (dagster 1.13).
-            for pool in POOLS:
-                self._dagster("instance", "concurrency", "set", pool, "1")
+        self._python("-m", "dagster", "instance", "migrate")
+        # Pools set explicitly: left to their default, the first runs to claim a slot at once
+        # race to create the pool's row, which fails a run on PostgreSQL (dagster 1.13).
+        self._python("-c", _SET_UNSET_POOLS, *POOLS)
 
-    def _dagster(self, *args: str) -> None:
-        subprocess.run(
-            [str(Path(sys.executable).parent / "dagster"), *args],
-            env=self.env(),
-            check=True,
-            capture_output=True,
-        )
+    def _python(self, *args: str) -> None:
+        subprocess.run([sys.executable, *args], env=self.env(), check=True, capture_output=True)
 
     def start_service(self, service: str) -> None:
         """Start one Dagster service (`code_server`, `webserver`, `daemon`) and wait for it."""

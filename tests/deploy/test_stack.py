@@ -33,6 +33,7 @@ from tests.deploy.stack_site import (
     Site,
     celery_workers_by_step,
     failures,
+    quicker_monitoring,
     run_worker_pid,
     site_settings,
     step_starts,
@@ -69,6 +70,7 @@ def site(session_keys: dict[str, str]) -> Iterator[Site]:
         )
         ports = {name: free_port() for name in ("postgres", "redis", "code_server", "webserver")}
         stack = Stack(root / "stack", REPO / "deploy", site_settings(root, s3, session_keys), ports)
+        quicker_monitoring(stack)
         stack.start([CPU, GPU])
         yield Site(stack=stack, s3=s3, client=client)
     finally:
@@ -147,10 +149,16 @@ def test_a_daemon_killed_in_the_middle_of_a_backfill_finishes_it_after_a_restart
     site.stack.start_service("daemon")
 
     runs = site.stack.webserver.wait_for_backfill(backfill, len(partitions), timeout_s=900)
-    _assert_all_succeeded(site, runs)
-    # One run per partition: the restarted daemon did not submit any twice.
+    # One run per partition (retries, which carry the backfill's tag too, aside): the restarted
+    # daemon did not submit any twice.
+    runs = [r for r in runs if "dagster/parent_run_id" not in {t["key"] for t in r["tags"]}]
     tags = [t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition"]
     assert sorted(tags) == sorted(partitions)
+    # A run the daemon was launching when it died never starts: run monitoring fails it after
+    # the start timeout and the run retries launch it again. Every partition ends materialised.
+    with site.instance() as instance:
+        outcomes = [_final_run(site, instance, r["runId"]) for r in runs]
+    _assert_all_succeeded(site, [{"runId": run_id, "status": s} for run_id, s in outcomes])
 
 
 def test_there_is_exactly_one_daemon(site: Site) -> None:
@@ -177,6 +185,17 @@ def _submitted_runs(site: Site, backfill_id: str) -> list[dict]:
             return list(runs)
         time.sleep(0.5)
     raise AssertionError(f"backfill {backfill_id} submitted no run")
+
+
+def _final_run(site: Site, instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
+    """The last run of `run_id`'s retry chain, and its status once it has ended."""
+    while (status := site.stack.webserver.wait_for_run(run_id, RUN_TIMEOUT_S)) != "SUCCESS":
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        if run.tags.get("dagster/will_retry") != "true":
+            return run_id, status
+        run_id = _retry_of(instance, run_id)
+    return run_id, status
 
 
 def _retry_of(instance: dg.DagsterInstance, run_id: str) -> str:
