@@ -131,7 +131,13 @@ def run_in_process(root: Path, drop: Path, partitions: list[str]) -> ModeResult:
     from orchestration.definitions import definitions_for
 
     settings = _local_settings(root, drop)
-    with _environment(settings), dg.DagsterInstance.local_temp(str(root / "dagster")) as instance:
+    (root / "dagster").mkdir(parents=True, exist_ok=True)
+    with (
+        _environment(settings),
+        dg.DagsterInstance.local_temp(
+            str(root / "dagster"), overrides={"telemetry": {"enabled": False}}
+        ) as instance,
+    ):
         job = definitions_for("production", os.environ).resolve_job_def(JOB)
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         started, run_ids = time.perf_counter(), []

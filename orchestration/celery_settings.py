@@ -6,13 +6,16 @@ Each step goes to the queue its `dagster-celery/queue` tag names (`orchestration
 `gpu` for inference, dagster-celery's default `dagster` for the rest. The broker URL, which may
 hold a password, is read from SCREENLAKE_CELERY_BROKER at run time and never written down.
 
-A step is acknowledged only when it has finished (`task_acks_late`). If the pool process
-running it dies (killed, out of memory), the step goes back on its queue and runs again on a
-live worker (`task_reject_on_worker_lost`): dagster-celery 0.29 would otherwise wait forever
-for a task that failed outside the step, its run left "started". If the whole worker dies, the
-broker hands the step to another worker once SCREENLAKE_CELERY_VISIBILITY_TIMEOUT seconds have
-passed, which must therefore be longer than the longest step. Every step replaces what it
-writes, so a step run twice leaves what one run leaves.
+Workers run one step at a time in their own process (`--pool solo`): steps start processes
+of their own (de-identification, the inference loader), which a prefork pool's daemonic
+processes may not. A step is acknowledged only when it has finished (`task_acks_late`): if its
+worker dies (killed, out of memory, the machine gone), the broker hands the step to another
+worker of the queue, or to the same one restarted, once SCREENLAKE_CELERY_VISIBILITY_TIMEOUT
+seconds have passed, which must therefore be longer than the longest step. Where a prefork pool
+is used anyway, a pool process that dies puts its step straight back on the queue
+(`task_reject_on_worker_lost`): dagster-celery 0.29 would otherwise wait forever for a task
+that failed outside its step, leaving the run "started". Every step replaces what it writes,
+so a step run twice leaves what one run leaves.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The Celery app a screenlake worker runs: `celery -A orchestration.celery_worker worker -Q gpu`
-(or `make worker QUEUE=gpu`). Built from the same settings as the run's executor
+"""The Celery app a screenlake worker runs:
+`celery -A orchestration.celery_worker worker --pool solo -Q gpu` (or `make worker QUEUE=gpu`).
+Built from the same settings as the run's executor
 (`orchestration.celery_settings`); the worker needs the code, the settings, the broker, PostgreSQL
 (through the Dagster instance the run hands over) and the zones, never another worker's disk."""
 

@@ -238,10 +238,12 @@ class Stack:
         wait_until(lambda: self._worker_answers(worker), service, _START_TIMEOUT_S, process, log)
 
     def worker_command(self, worker: Worker) -> list[str]:
-        """The Celery worker's command line: one step at a time, from one queue."""
+        """The Celery worker's command line: one step at a time, from its queues, in the
+        worker's own process (`solo`): a step may start processes of its own (de-identification
+        and the inference loader do), which a prefork pool's daemonic processes may not."""
         return [
             *(sys.executable, "-m", "celery", "-A", CELERY_APP, "worker", "-Q", worker.queue),
-            *("-n", f"{worker.name}@%h", "--concurrency", "1", "--pool", "prefork"),
+            *("-n", f"{worker.name}@%h", "--pool", "solo"),
             *("--prefetch-multiplier", "1", "--without-gossip", "--without-mingle", "-l", "INFO"),
         ]
 

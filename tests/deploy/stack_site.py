@@ -59,9 +59,9 @@ def site_settings(root: Path, s3: S3Server, keys: Mapping[str, str]) -> dict[str
             "SCREENLAKE_RESEARCH_ZONE_S3_ACCESS_KEY_ID": "RESEARCHKEY",
             "SCREENLAKE_RESEARCH_ZONE_S3_SECRET_ACCESS_KEY": "research-secret",
             "SCREENLAKE_MODELS": "bundled",
-            # Two cores here: one process per step, one loader in the model's process.
-            "SCREENLAKE_DEID_WORKERS": "1",
-            "SCREENLAKE_INFER_WORKERS": "0",
+            # Steps start processes of their own inside the workers: de-identification on every
+            # core, and a DataLoader process beside the model.
+            "SCREENLAKE_INFER_WORKERS": "1",
             # Short, so that a step lost with its worker comes back within the test; every
             # step here takes a few seconds.
             "SCREENLAKE_CELERY_VISIBILITY_TIMEOUT": "30",
