@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--deploy", type=Path, default=Path("deploy"))
     parser.add_argument("--workers", default="dagster gpu", help="queues to start a worker for")
     parser.add_argument("--queue", default="dagster", help="the queue of `worker`")
-    parser.add_argument("--name", help="the name of `worker` (default: <queue>-<host>)")
+    parser.add_argument("--name", help="the name of `worker` (default: <queue>-<pid>)")
     args = parser.parse_args(argv)
     stack = Stack(args.home, args.deploy, os.environ)
     if args.action == "stop":
