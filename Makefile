@@ -3,8 +3,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-DAGSTER_HOME := $(CURDIR)/var/dagster
-DEMO_KEYS := $(CURDIR)/var/phi/keys
 
 .PHONY: install servers demo demo-pacs test ui stack stack-stop worker image clean
 
@@ -40,13 +38,13 @@ servers:
 test: $(INSTALLED) servers
 	$(BIN)/python -m pytest
 
-# The UI on the demo's instance. Outside the demo, set the two keys in the environment.
+# The UI (dagster dev) on the demo's instance at http://127.0.0.1:$(UI_PORT) (README, Two
+# commands). The launcher, not this recipe, decides on keys (the demo's only for the demo's own
+# instance) and stops the whole tree on SIGINT or SIGTERM; one command, so make execs it directly
+# and passes it the SIGTERM a script sends to make.
+UI_PORT ?= 3000
 ui: $(INSTALLED)
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	DAGSTER_HOME=$(DAGSTER_HOME) \
-	SCREENLAKE_PSEUDONYM_KEY="$${SCREENLAKE_PSEUDONYM_KEY:-$$(cat $(DEMO_KEYS)/pseudonym.key 2>/dev/null)}" \
-	SCREENLAKE_VAULT_KEY="$${SCREENLAKE_VAULT_KEY:-$$(cat $(DEMO_KEYS)/vault.key 2>/dev/null)}" \
-	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+	$(BIN)/python -m orchestration.ui --port $(UI_PORT)
 
 # The production shape on one host: PostgreSQL, Redis, the gRPC code server, one daemon, the
 # webserver and a Celery worker per queue, each stopped by its process id (state in var/stack).

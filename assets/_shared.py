@@ -30,7 +30,9 @@ def write_batch_table(
     batch: layout.Batch,
     key: bytes,
 ) -> int:
-    """Replace one batch's rows of a lake table and refresh the lake's views; returns rows."""
+    """Replace one batch's rows of a lake table and refresh the lake's views; returns rows.
+    Nothing is written for a run that has ended (`ZoneStore.require_run_in_progress`)."""
+    research_zone.require_run_in_progress()
     path = layout.lake_table_path(table, batch, key)
     rows = write_parquet(frame, table, research_zone.path(path))
     research_zone.push(path)

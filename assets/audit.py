@@ -132,12 +132,14 @@ def audit_trail(
     passed and failed, exports written and rows re-identified (never which patients). Each run
     adds a file; none is rewritten."""
     batch, key = batch_of(context), pseudonym_key.key()
+    # The research zone never holds the run ID: the UI shows it beside the partition's date.
+    run_token = layout.research_run_id(key, context.run.run_id)
     rows = trail_rows(
         _run_events(context, context.partition_key),
-        run_id=context.run.run_id,
+        run_token=run_token,
         batch_id=batch.research_id(key),
         programme=batch.programme,
-        actor=f"dagster run {context.run.run_id}"
+        actor=f"dagster run {run_token}"
         + (
             f" ({context.run.tags['dagster/schedule_name']})"
             if "dagster/schedule_name" in context.run.tags

@@ -76,7 +76,6 @@ def deidentified_instances(
             "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
             "files_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0,
             "profile_version": profile.version,
-            "research_batch": batch.research_id(key),
         }
     )
 
@@ -146,10 +145,10 @@ def no_identifiers_in_research_zone(
     index = index_originals(
         (raw_dir / p for p in manifest["landed_path"]), deidentification.profile().options
     )
-    root = research_zone.path()
     batch_dir = research_zone.pull(layout.research_dicom_dir(batch, pseudonym_key.key()))
     files = sorted(batch_dir.rglob("*.dcm")) if batch_dir.exists() else []
-    findings = scan_files(((f, f.relative_to(root).as_posix()) for f in files), index)
+    # Files are named inside the batch's folder: its token must not sit beside the real date.
+    findings = scan_files(((f, f.relative_to(batch_dir).as_posix()) for f in files), index)
     return dg.AssetCheckResult(
         passed=not findings,
         description=f"{len(files)} files scanned, {len(findings)} identifiers found",

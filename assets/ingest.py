@@ -5,6 +5,7 @@
 import dagster as dg
 
 from orchestration.partitions import batch_of, screening_partitions
+from resources.secrets import PseudonymKey, VaultKey, require_keys
 from resources.sources import StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
@@ -17,6 +18,10 @@ from screenlake.tables import (
     write_parquet,
 )
 
+# The metadata key under which `pacs_studies` records the source summary it listed against
+# (counts and digests, no identifiers); `new_studies_sensor` compares it with the source's.
+SOURCE_SUMMARY = "source_summary"
+
 
 @dg.asset(
     group_name="ingest",
@@ -25,10 +30,19 @@ from screenlake.tables import (
     pool="pacs",
 )
 def pacs_studies(
-    context: dg.AssetExecutionContext, source: StudySource, phi_zone: ZoneStore
+    context: dg.AssetExecutionContext,
+    source: StudySource,
+    phi_zone: ZoneStore,
+    pseudonym_key: PseudonymKey,
+    vault_key: VaultKey,
 ) -> dg.MaterializeResult:
     """Studies the source holds for the day, routed to this programme by their headers (PHI)."""
+    # Before the source is even asked: a missing, malformed or unbound key must land nothing.
+    require_keys(pseudonym_key, vault_key)
     batch = batch_of(context)
+    # Taken before listing: a file that arrives in between changes the next summary, so the
+    # sensor runs the day again instead of believing it listed.
+    summary = source.day_summary(batch.day)
     listing = source.list_day(batch.day)
     studies = study_index(listing, batch)
     files = batch_files(listing, batch)
@@ -42,6 +56,7 @@ def pacs_studies(
             "files": files.height,
             "files_unreadable_or_unrouted": files.filter(files["problem"].is_not_null()).height,
             "files_in_source_for_day": listing.file_count,
+            SOURCE_SUMMARY: summary,
         }
     )
 
@@ -54,9 +69,14 @@ def pacs_studies(
     pool="pacs",
 )
 def raw_instances(
-    context: dg.AssetExecutionContext, source: StudySource, phi_zone: ZoneStore
+    context: dg.AssetExecutionContext,
+    source: StudySource,
+    phi_zone: ZoneStore,
+    pseudonym_key: PseudonymKey,
+    vault_key: VaultKey,
 ) -> dg.MaterializeResult:
     """The partition's files landed in the PHI zone by ordinal, with checksums and a manifest."""
+    require_keys(pseudonym_key, vault_key)  # this step can run alone: it checks for itself
     batch = batch_of(context)
     files = source_files_of(
         read_parquet(SOURCE_FILES, phi_zone.pull(layout.source_files_path(batch)))

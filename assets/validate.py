@@ -14,7 +14,7 @@ from resources.lake import LakeDatabase
 from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
-from screenlake import quality
+from screenlake import layout, quality
 from screenlake.errors import ScreenlakeError
 from screenlake.tables import (
     INSTANCE_CATALOG,
@@ -73,7 +73,7 @@ def validated_findings(
         findings_suite(findings, batch_id, batch.programme, manifest),
     )
     for suite in suites:
-        result = run_suite(suite, run_name=context.run.run_id)
+        result = run_suite(suite, run_name=layout.research_run_id(key, context.run.run_id))
         if not result.success:
             failed[f"suite {suite.name}"] = result.summary
     if failed:

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from assets.ingest import SOURCE_SUMMARY, pacs_studies
 from orchestration.partitions import partition_key, study_dates
 from resources.sources import StudySource
 from screenlake.pacs.cursor import due_days
@@ -35,22 +36,44 @@ def nightly_screening(context: dg.ScheduleEvaluationContext) -> list[dg.RunReque
     ]
 
 
+def _listed_summary(instance: dg.DagsterInstance, key: dg.MultiPartitionKey) -> str | None:
+    """The source summary the partition's latest `pacs_studies` materialisation listed against;
+    None where it has none (never run, failed, or run before summaries were recorded)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=pacs_studies.key, asset_partitions=[str(key)]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    value = materialization.metadata.get(SOURCE_SUMMARY) if materialization else None
+    return None if value is None else str(value.value)
+
+
 @dg.sensor(
     job=screening_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
 def new_studies_sensor(context: dg.SensorEvaluationContext, source: StudySource) -> dg.SensorResult:
-    """Launch every programme's run for each day that is new in the source or gained studies
-    or files since the last look (the cursor holds a count summary per day, no identifiers)."""
+    """Launch each programme's run of a day whose studies that partition has not yet listed:
+    its latest `pacs_studies` materialisation did not record the day's current source summary
+    (counts and digests, no identifiers). The instance decides, so the first tick launches only
+    what is new or changed; the cursor (each day's summary at the last look) only spares the
+    look-up for days unchanged since then."""
     summaries = source.day_summaries()
-    due, cursor = due_days(summaries, context.cursor, first=study_dates.start.date())
-    requests = [
-        dg.RunRequest(
-            run_key=f"{day.isoformat()}|{programme}|{summaries[day]}",
-            partition_key=partition_key(day, programme),
-        )
-        for day in due
-        for programme in PROGRAMME_NAMES
-    ]
+    changed, cursor = due_days(summaries, context.cursor, first=study_dates.start.date())
+    requests = []
+    for day in changed:
+        for programme in PROGRAMME_NAMES:
+            key = partition_key(day, programme)
+            listed = _listed_summary(context.instance, key)
+            if listed == summaries[day]:
+                continue
+            # The key names the state the partition moves from as well as the one it moves to,
+            # so a day that returns to an earlier state (a misplaced file removed) runs again,
+            # while the same change seen on a later tick is deduplicated.
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{day.isoformat()}|{programme}|{listed or ''}>{summaries[day]}",
+                    partition_key=key,
+                )
+            )
     return dg.SensorResult(run_requests=requests, cursor=cursor)

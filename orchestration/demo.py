@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from orchestration.resources import resources_for
+from orchestration.ui import SHIPPED_INSTANCE_CONFIG, install_instance_config, instance_home
 from screenlake import layout
 from screenlake.keys import PSEUDONYM_KEY_ENV
 from screenlake.programmes import PROGRAMME_NAMES
@@ -26,8 +26,9 @@ from screenlake.vault import VAULT_KEY_ENV
 VAR = local_home(os.environ)
 # The demo runs from a checkout (`make demo`), whose top-level dagster.yaml configures the
 # embedded instance: SQLite in var/dagster, the run queue and the pools.
-INSTANCE_CONFIG = Path("dagster.yaml")
-DROP, PHI, RESEARCH, DAGSTER_HOME = VAR / "drop", VAR / "phi", VAR / "research", VAR / "dagster"
+INSTANCE_CONFIG = SHIPPED_INSTANCE_CONFIG
+DROP, PHI, RESEARCH = VAR / "drop", VAR / "phi", VAR / "research"
+DAGSTER_HOME = instance_home(os.environ)
 DEMO_STUDIES, DEMO_SEED = 16, 7
 # Step-by-step events stay in the instance for the UI; the terminal shows warnings and up.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -64,8 +65,10 @@ def prepare() -> None:
         raise SystemExit(
             "run the demo from the checkout's top folder (it reads dagster.yaml there)"
         )
-    DAGSTER_HOME.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(INSTANCE_CONFIG, DAGSTER_HOME / "dagster.yaml")
+    # Made once, as for `make ui`: an operator's edits to the instance's copy are kept.
+    note = install_instance_config(INSTANCE_CONFIG, DAGSTER_HOME)
+    if note:
+        print(note)
     os.environ["DAGSTER_HOME"] = str(DAGSTER_HOME)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from datetime import date
 
@@ -9,6 +10,7 @@ import dagster as dg
 
 from screenlake.layout import Batch
 from screenlake.programmes import PROGRAMME_NAMES
+from screenlake.settings import first_study_date
 
 # Checks are evaluated per partition, which Dagster 1.13 still calls a preview; we rely on it
 # knowingly (pinned release), so its warning would only hide the warnings that matter.
@@ -16,7 +18,10 @@ warnings.filterwarnings(
     "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
 )
 
-FIRST_STUDY_DATE = "2024-01-01"
+# Read when the code location loads: partitions are part of the definitions, not of a run. Every
+# day from here on is a partition the UI counts (and offers to backfill), so a deployment sets
+# its go-live date (SCREENLAKE_FIRST_STUDY_DATE).
+FIRST_STUDY_DATE = first_study_date(os.environ).isoformat()
 
 study_dates = dg.DailyPartitionsDefinition(start_date=FIRST_STUDY_DATE)
 programmes = dg.StaticPartitionsDefinition(list(PROGRAMME_NAMES))

@@ -10,7 +10,7 @@ from resources.deidentification import DeidentificationSettings
 from resources.lake import LakeDatabase
 from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey, VaultKey
-from resources.sources import ExportDropSource, StudySource
+from resources.sources import DEFAULT_SETTLE_SECONDS, ExportDropSource, StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.errors import ConfigurationError
@@ -26,6 +26,7 @@ from screenlake.settings import (
 )
 
 SOURCES = ("drop", "dicomweb", "dimse")
+LOCAL_SETTLE_SECONDS = 1.0
 BUNDLED_MODELS = "bundled"
 
 
@@ -40,8 +41,11 @@ def _pacs_common(settings: Mapping[str, str], connections: int) -> dict[str, Any
     }
 
 
-def source_for(settings: Mapping[str, str]) -> StudySource:
+def source_for(settings: Mapping[str, str], env: str = "local") -> StudySource:
     """The study source SCREENLAKE_PACS names: `drop` (default), `dicomweb` or `dimse`.
+
+    A folder drop waits SCREENLAKE_DROP_SETTLE_SECONDS for files still being copied in: 30 s in
+    production; 1 s locally, where the demo writes its drop whole before the run.
 
     Passwords and tokens are not read here: the DICOMweb source reads
     SCREENLAKE_DICOMWEB_PASSWORD or SCREENLAKE_DICOMWEB_TOKEN at run time.
@@ -50,7 +54,15 @@ def source_for(settings: Mapping[str, str]) -> StudySource:
     if kind == "drop":
         drop = location(settings, "SCREENLAKE_DROP")
         if not is_s3_uri(drop):
-            return ExportDropSource(root=drop)
+            return ExportDropSource(
+                root=drop,
+                settle_seconds=number(
+                    settings,
+                    "SCREENLAKE_DROP_SETTLE_SECONDS",
+                    DEFAULT_SETTLE_SECONDS if env == "production" else LOCAL_SETTLE_SECONDS,
+                    float,
+                ),
+            )
         from resources.s3drop import S3DropSource
 
         parse_s3_uri(drop, "SCREENLAKE_DROP")
@@ -163,11 +175,12 @@ def resources_for(env: str, settings: Mapping[str, str]) -> dict[str, Any]:
     research_zone = zone_for(settings, "research", "SCREENLAKE_RESEARCH_ZONE")
     _require_apart(phi_zone, research_zone)
     return {
-        "source": source_for(settings),
+        "source": source_for(settings, env),
         "phi_zone": phi_zone,
         "research_zone": research_zone,
-        "pseudonym_key": PseudonymKey(),
-        "vault_key": VaultKey(),
+        # Each key is checked against the zone that depends on it (see screenlake.keybinding).
+        "pseudonym_key": PseudonymKey(zone=research_zone),
+        "vault_key": VaultKey(zone=phi_zone),
         "deidentification": DeidentificationSettings(
             profile_path=settings.get("SCREENLAKE_DEID_PROFILE") or None,
             workers=int(settings.get("SCREENLAKE_DEID_WORKERS", "0")),

@@ -38,9 +38,6 @@ from screenlake.pacs.multipart import (
     boundary_of,
     split_parts,
 )
-
-# dicomweb-client logs request URLs, which hold study and instance UIDs, at DEBUG.
-logging.getLogger("dicomweb_client").setLevel(logging.INFO)
 from screenlake.pacs.parallel import run_workers
 from screenlake.pacs.query import (
     INSTANCE_KEYS,
@@ -57,8 +54,14 @@ from screenlake.pacs.query import (
     series_hit,
     study_hit,
 )
+from screenlake.pacs.redaction import redact_library_logs
 from screenlake.pacs.retry import TransientError, with_retry
 from screenlake.pacs.store import StoreOutcome, stow_outcomes
+
+# dicomweb-client logs request URLs, which hold study and instance UIDs, at DEBUG; urllib3 logs
+# one when it cannot parse an answer's headers.
+logging.getLogger("dicomweb_client").setLevel(logging.INFO)
+redact_library_logs()
 
 USER_ENV = "SCREENLAKE_DICOMWEB_USER"
 PASSWORD_ENV = "SCREENLAKE_DICOMWEB_PASSWORD"
@@ -408,10 +411,13 @@ class DicomWebSource(PacsSource):
         self,
         files: Sequence[tuple[SourceFile, Path]],
         on_file: Callable[[SourceFile, Path], None],
+        on_problem: Callable[[SourceFile, str], None],
     ) -> None:
         """WADO-RS over `connections` sessions, each taking whole series: a series the batch
         asks two or more instances of comes in one request, a lone instance in its own; raises
-        IncompleteRetrievalError when the server no longer holds some listed instances."""
+        IncompleteRetrievalError when the server no longer holds some listed instances. No
+        instance goes to `on_problem`: one the PACS cannot send now leaves the partition
+        incomplete, so that the next run asks for it again instead of quarantining it."""
         by_series: dict[str, list[tuple[SourceFile, Path]]] = {}
         for file, path in files:
             ref = InstanceRef.parse(file.ref)

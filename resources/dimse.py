@@ -56,6 +56,7 @@ from screenlake.pacs.query import (
     study_hit,
     study_identifier,
 )
+from screenlake.pacs.redaction import redact_library_logs
 from screenlake.pacs.retry import TransientError, with_retry
 from screenlake.pacs.store import StoreOutcome, c_store_outcome
 
@@ -69,6 +70,8 @@ _STORE_REFUSED = 0xC000  # an instance no retrieval waits for
 _STORAGE_CLASSES = [
     str(c.abstract_syntax) for c in StoragePresentationContexts if c.abstract_syntax
 ]
+# pynetdicom logs a non-conformant UID it is sent, with the UID, at WARNING.
+redact_library_logs()
 
 
 class DimseSource(PacsSource):
@@ -243,16 +246,19 @@ class DimseSource(PacsSource):
 
     def fetch(self, file: SourceFile, destination: Path) -> None:
         """One instance (C-GET or C-MOVE at image level)."""
-        self.fetch_many([(file, destination)], lambda f, p: None)
+        self.fetch_many([(file, destination)], lambda f, p: None, lambda f, reason: None)
 
     def fetch_many(
         self,
         files: Sequence[tuple[SourceFile, Path]],
         on_file: Callable[[SourceFile, Path], None],
+        on_problem: Callable[[SourceFile, str], None],
     ) -> None:
         """Retrieve over `associations` associations, each taking whole series, a series' UIDs
         in one request; raises IncompleteRetrievalError when some listed instances could not be
-        retrieved, PacsUnavailableError when the PACS stays down."""
+        retrieved, PacsUnavailableError when the PACS stays down. No instance goes to
+        `on_problem`: one the PACS cannot send now leaves the partition incomplete, so that the
+        next run asks for it again instead of quarantining it."""
         self._check()
         if not files:
             return

@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from resources.run_binding import bind_step, require_run_in_progress
 from screenlake.errors import ConfigurationError
 from screenlake.objectstore.access import DEFAULT_REGION, S3Access, require_bucket
 from screenlake.objectstore.location import S3Location, is_s3_uri, parse_s3_uri
@@ -31,6 +32,19 @@ class ZoneStore(dg.ConfigurableResource):
     region: str = DEFAULT_REGION
     credentials_env: str = ""
     _client: Any = PrivateAttr(default=None)
+    _run: tuple[dg.DagsterInstance, str] | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """In a run's step: bind the step to its run (`resources.run_binding.bind_step`)."""
+        if context.instance is not None and context.run is not None:
+            bind_step(context.instance, context.run.run_id)
+            self._run = (context.instance, context.run.run_id)
+
+    def require_run_in_progress(self) -> None:
+        """Raise RunEndedError when the run this zone was set up for has ended: a step that
+        outlived its run publishes nothing."""
+        if self._run is not None:
+            require_run_in_progress(*self._run)
 
     @property
     def is_remote(self) -> bool:
@@ -85,17 +99,31 @@ class ZoneStore(dg.ConfigurableResource):
         if self.is_remote:
             from screenlake.objectstore.mirror import pull
 
-            pull(self._connected(), self.location(), self._relative(target), self._local_root())
+            pull(
+                self._connected(),
+                self.location(),
+                self._relative(target),
+                self._local_root(),
+                role=f"the {self.name} zone",
+            )
         return target
 
     def push(self, relative: PurePosixPath | str) -> None:
         """Make the store hold exactly what the working copy holds at `relative`; nothing for
-        a local zone."""
+        a local zone. In a run that has ended, raises RunEndedError instead: a step that
+        outlived its run publishes nothing more, and records no materialisation."""
+        self.require_run_in_progress()
         target = self.path(relative)
         if self.is_remote:
             from screenlake.objectstore.mirror import push
 
-            push(self._connected(), self.location(), self._relative(target), self._local_root())
+            push(
+                self._connected(),
+                self.location(),
+                self._relative(target),
+                self._local_root(),
+                role=f"the {self.name} zone",
+            )
 
     def _relative(self, target: Path) -> PurePosixPath:
         return PurePosixPath(target.relative_to(self._local_root()).as_posix())

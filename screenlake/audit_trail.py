@@ -3,6 +3,10 @@ governance committee asks about: which run, which de-identification profile, whi
 version, how many rows in and out, which checks passed or failed, which exports were written and
 how many rows were re-identified (never which patients).
 
+The trail lies in the research zone, so a run is named by a keyed token of its run ID
+(`layout.research_run_id`), never by the ID itself: the orchestrator shows the run ID beside
+the partition's real study date.
+
 Rows are built here from plain event descriptions; the Dagster asset feeds it the run's events.
 Each run writes its own file, so nothing already recorded is ever rewritten.
 """
@@ -55,14 +59,15 @@ def _model(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _event_id(run_id: str, batch_id: str, index: int, subject: str) -> str:
-    return hashlib.sha256(f"{run_id}|{batch_id}|{index}|{subject}".encode()).hexdigest()[:24]
+def _event_id(run_token: str, batch_id: str, index: int, subject: str) -> str:
+    return hashlib.sha256(f"{run_token}|{batch_id}|{index}|{subject}".encode()).hexdigest()[:24]
 
 
 def trail_rows(
-    events: Iterable[RunEvent], run_id: str, batch_id: str, programme: str, actor: str
+    events: Iterable[RunEvent], run_token: str, batch_id: str, programme: str, actor: str
 ) -> pl.DataFrame:
-    """AUDIT_TRAIL rows for one partition's events of one run, in the order they happened."""
+    """AUDIT_TRAIL rows for one partition's events of one run, in the order they happened.
+    `run_token` names the run (a keyed token of its run ID), `actor` who asked for it."""
     ordered = sorted(events, key=lambda e: e.at)
     profile = next(
         (str(e.metadata["profile_version"]) for e in ordered if "profile_version" in e.metadata),
@@ -80,9 +85,9 @@ def trail_rows(
                 "rows_in": None,
                 "rows_out": None,
                 "detail": None,
-                "event_id": _event_id(run_id, batch_id, len(rows), subject),
+                "event_id": _event_id(run_token, batch_id, len(rows), subject),
                 "recorded_at": at,
-                "run_id": run_id,
+                "run_token": run_token,
                 "batch_id": batch_id,
                 "programme": programme,
                 "event": event,

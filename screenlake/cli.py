@@ -18,6 +18,9 @@ from screenlake.settings import PHI_ZONE, RESEARCH_ZONE, location
 
 if TYPE_CHECKING:
     import duckdb
+    import polars as pl
+
+    from screenlake.keybinding import KeyInUse
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -84,13 +87,13 @@ def _query(args: argparse.Namespace) -> int:
     import duckdb
     import polars as pl
 
-    from screenlake.lake import query, refresh_views
+    from screenlake.lake import refresh_views
     from screenlake.objectstore.location import is_s3_uri
 
     if is_s3_uri(args.research_zone):
         with duckdb.connect() as con:
             _connect_to_s3_lake(con, args.research_zone)
-            frame = query(con, args.sql)
+            frame = _run_sql(con, args.sql)
     else:
         research = Path(args.research_zone)
         if not (research / "lake").is_dir():
@@ -100,10 +103,26 @@ def _query(args: argparse.Namespace) -> int:
             )
         with duckdb.connect(str(research / "lake.duckdb")) as con:
             refresh_views(con, (research / "lake").resolve())
-            frame = query(con, args.sql)
+            frame = _run_sql(con, args.sql)
     with pl.Config(tbl_rows=args.limit, tbl_cols=-1, fmt_str_lengths=64, tbl_width_chars=200):
         print(frame)
     return EXIT_OK
+
+
+def _run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
+    """The rows of the person's `sql`; a mistake in it is a one-line error, not a traceback."""
+    import duckdb
+
+    from screenlake.lake import query
+
+    try:
+        return query(con, sql)
+    except duckdb.Error as error:
+        # DuckDB's message names the SQL's problem; the lines that quote the SQL with a caret
+        # under it do not fit on one line.
+        lines = [line.strip() for line in str(error).splitlines()]
+        said = " ".join(line for line in lines if line and not line.startswith(("LINE ", "^")))
+        raise ScreenlakeError(f"the query failed: {said}") from None
 
 
 def _connect_to_s3_lake(con: duckdb.DuckDBPyConnection, zone: str) -> None:
@@ -168,6 +187,67 @@ def _reidentify(args: argparse.Namespace) -> int:
         f" audited in the PHI zone ({layout.REIDENTIFICATION_LOG})"
     )
     return EXIT_OK if unmatched == 0 else EXIT_FAILED
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """`keys status` and `keys rotate`: the bindings the ingest assets check, through the same
+    functions (`screenlake.keybinding`) and the same zones (`zone_for`, local or S3)."""
+    from orchestration.resources import zone_for
+    from screenlake.keybinding import (
+        PSEUDONYM_KEY,
+        ROTATION_PROCEDURE,
+        VAULT_KEY,
+        key_status,
+        pseudonym_key_in_use,
+        rotate_keys,
+        shown,
+        vault_key_in_use,
+    )
+    from screenlake.keys import PSEUDONYM_KEY_ENV
+    from screenlake.vault import VAULT_KEY_ENV
+
+    settings = dict(os.environ)
+    for setting, value in ((PHI_ZONE, args.phi_zone), (RESEARCH_ZONE, args.research_zone)):
+        if value:
+            settings[setting] = value
+    phi = zone_for(settings, "PHI", PHI_ZONE)
+    research = zone_for(settings, "research", RESEARCH_ZONE)
+
+    def pseudonym() -> KeyInUse:
+        return pseudonym_key_in_use(os.environ.get(PSEUDONYM_KEY_ENV), PSEUDONYM_KEY_ENV, research)
+
+    def vault() -> KeyInUse:
+        return vault_key_in_use(os.environ.get(VAULT_KEY_ENV), VAULT_KEY_ENV, phi)
+
+    if args.keys_command == "status":
+        states = [
+            key_status(PSEUDONYM_KEY, PSEUDONYM_KEY_ENV, research, pseudonym),
+            key_status(VAULT_KEY, VAULT_KEY_ENV, phi, vault),
+        ]
+        for state in states:
+            print(f"{state.kind.name} ({state.env_var}): {state.state}")
+            print(f"  in the environment: fingerprint {shown(state.in_environment)}")
+            print(f"  {state.zone} zone bound to: fingerprint {shown(state.bound)}")
+            if state.problem:
+                print(f"  {state.problem}")
+            elif not state.ok:
+                print(
+                    f"  a run would stop before landing anything: set {state.env_var} back to "
+                    f"the bound key, or change keys on purpose with {ROTATION_PROCEDURE}"
+                )
+        return EXIT_OK if all(state.ok for state in states) else EXIT_FAILED
+    record, where = rotate_keys(pseudonym(), vault(), phi, args.reason)
+    for name, old, new, zone in (
+        ("pseudonym key", record.old_pseudonym_key, record.new_pseudonym_key, "research"),
+        ("vault key", record.old_vault_key, record.new_vault_key, "PHI"),
+    ):
+        change = "unchanged" if old == new else f"{shown(old)} -> {shown(new)}"
+        print(f"{name} ({zone} zone): {change}")
+    print(
+        f"audited in the PHI zone ({where}). Batches written before keep their old pseudonyms "
+        "and vaults; see README, Rotating keys, for what to do with the research zone."
+    )
+    return EXIT_OK
 
 
 def _import_reviews(args: argparse.Namespace) -> int:
@@ -244,6 +324,26 @@ def _parser() -> argparse.ArgumentParser:
     reviews.add_argument("file", type=Path, help="the worklist's .xlsx or .csv, filled in")
     reviews.add_argument("--phi-zone", type=Path, default=Path(location(os.environ, PHI_ZONE)))
     reviews.set_defaults(run=_import_reviews)
+
+    keys = commands.add_parser(
+        "keys", help="which keys the zones are bound to; rotate them (audited, PHI zone)"
+    )
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    status = keys_commands.add_parser(
+        "status", help="fingerprints of the keys in the environment against the zones' bindings"
+    )
+    rotate = keys_commands.add_parser(
+        "rotate", help="rebind the zones to the keys now in the environment (README: Rotating keys)"
+    )
+    rotate.add_argument("--reason", required=True, help="why, for the audit log")
+    for command in (status, rotate):
+        command.add_argument(
+            "--phi-zone", help="a folder or s3://... (default: SCREENLAKE_PHI_ZONE)"
+        )
+        command.add_argument(
+            "--research-zone", help="a folder or s3://... (default: SCREENLAKE_RESEARCH_ZONE)"
+        )
+        command.set_defaults(run=_keys)
     return parser
 
 

@@ -15,6 +15,15 @@ class PseudonymKeyError(ConfigurationError):
     """The pseudonym key is missing or too short to be safe."""
 
 
+class KeyBindingError(ConfigurationError):
+    """A zone's key binding (the fingerprint of the key its data was made with) is unreadable,
+    or a rotation was asked for without what it needs."""
+
+
+class KeyMismatchError(KeyBindingError):
+    """The key in the environment is valid but is not the key its zone is bound to."""
+
+
 class VaultError(ScreenlakeError):
     """The re-identification vault cannot be opened, decrypted or written."""
 
@@ -58,3 +67,8 @@ class ReviewFileError(ScreenlakeError, ValueError):
 
 class ReportPrivacyError(ScreenlakeError):
     """The report would show a real study day in the research zone; it is not written."""
+
+
+class RunEndedError(ScreenlakeError):
+    """A step is still working for a run that has ended (failed, canceled, or failed by run
+    monitoring when its run worker died); it stops before publishing. Re-execute the partition."""

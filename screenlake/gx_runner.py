@@ -71,7 +71,9 @@ def run_suite(
     With `evidence`, a folder, GX keeps its project there (`gx/`: suites, validation results),
     each of the suite's validations replaces the previous result of the same name, and the Data
     Docs are rebuilt there: `evidence/index.html` lists every suite validated in that folder.
-    `run_name` (e.g. the orchestrator's run ID) names the run in the Data Docs.
+    `run_name` names the run in the Data Docs and the folder names of the evidence; in the
+    research zone it is a keyed token of the orchestrator's run ID (`layout.research_run_id`),
+    never the ID, which the orchestrator shows beside the partition's real date.
     """
     if evidence is None:
         return _run(suite, None, run_name)

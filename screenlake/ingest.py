@@ -6,8 +6,13 @@ routed are not dropped: they travel as `SourceFile`s with a `problem` and end in
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
+import os
+import stat
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -19,7 +24,7 @@ import polars as pl
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from screenlake.errors import IncompleteLandingError
+from screenlake.errors import IncompleteLandingError, UnreadableInstanceError
 from screenlake.fsutil import (
     sha256_of,  # noqa: F401  (re-exported: the manifest's checksum)
     swap_in_folder,
@@ -117,9 +122,26 @@ _EMPTY_FILE = "empty file (0 bytes)"
 
 def read_routing_header(path: Path, ref: str) -> _Header:
     """The routing attributes of one file, read without its pixels; unreadable files carry why."""
-    if path.stat().st_size == 0:
-        return _Header(SourceFile(ref, problem=_EMPTY_FILE))
-    return _parse_routing_header(path, ref)
+    try:
+        if path.stat().st_size == 0:
+            return _Header(SourceFile(ref, problem=_EMPTY_FILE))
+        with path.open("rb") as handle:
+            return _parse_routing_header(handle, ref)
+    except OSError as error:
+        return _Header(SourceFile(ref, problem=unreadable_reason(error)))
+
+
+def unreadable_reason(error: OSError) -> str:
+    """Why a file could not be read, from its OSError, naming neither the file nor its path
+    (an OSError's text holds the path, and export drops name folders after patients)."""
+    if isinstance(error, FileNotFoundError):
+        return "gone from the source between listing and reading"
+    if isinstance(error, PermissionError):
+        return "cannot be read: permission denied"
+    if isinstance(error, IsADirectoryError):
+        return "a folder where a file was listed"
+    name = errno.errorcode.get(error.errno, "unknown error") if error.errno else "unknown error"
+    return f"cannot be read: {name}"
 
 
 class _Prefix(io.BytesIO):
@@ -261,18 +283,151 @@ def list_day(day: date, headers: list[_Header]) -> DayListing:
     )
 
 
-def scan_drop_day(day_dir: Path, day: date) -> DayListing:
-    """List one day folder of an export drop; an absent folder is a day without studies."""
+STILL_ARRIVING = "still being written when the day was listed"
+LINK_OUT_OF_DROP = "a symbolic link to outside the export drop: not followed"
+LINK_TO_FOLDER = "a symbolic link to a folder: not followed (export the files themselves)"
+LINK_NOWHERE = "a symbolic link that leads nowhere (dangling, or a loop)"
+NOT_A_FILE = "not a regular file (a pipe, socket or device)"
+FOLDER_UNLISTABLE = "a folder of the drop that cannot be listed: its files are unknown"
+
+
+@dataclass(frozen=True)
+class DropEntry:
+    """One entry of a drop's day folder: its path (PHI), its reference relative to the drop's
+    root, and why it cannot be taken as a file, if it cannot."""
+
+    path: Path
+    ref: str
+    problem: str | None = None
+
+
+def drop_day_entries(day_dir: Path, root: Path) -> list[DropEntry]:
+    """Every entry of a drop's day folder that stands for a file, in path order.
+
+    Symbolic links are taken only when they lead to a file inside the drop; any other link, a
+    pipe or device, and a folder that cannot be listed is an entry with a problem, so that it
+    is quarantined and counted rather than dropped.
+    """
+    entries: list[DropEntry] = []
+
+    def ref_of(path: Path) -> str:
+        return path.relative_to(day_dir.parent).as_posix()
+
+    def unlistable(error: OSError) -> None:
+        if error.filename is not None:
+            entries.append(
+                DropEntry(Path(error.filename), ref_of(Path(error.filename)), FOLDER_UNLISTABLE)
+            )
+
+    for folder, folders, names in os.walk(day_dir, onerror=unlistable):
+        here = Path(folder)
+        for name in folders:
+            if (here / name).is_symlink():
+                entries.append(_link_entry(here / name, ref_of(here / name), root))
+        for name in names:
+            path = here / name
+            if path.is_symlink():
+                entries.append(_link_entry(path, ref_of(path), root))
+            else:
+                entries.append(DropEntry(path, ref_of(path), _file_problem(path)))
+    return sorted(entries, key=lambda e: e.ref)
+
+
+def _file_problem(path: Path) -> str | None:
+    try:
+        mode = path.lstat().st_mode
+    except OSError as error:
+        return unreadable_reason(error)
+    return None if stat.S_ISREG(mode) else NOT_A_FILE
+
+
+def _link_entry(path: Path, ref: str, root: Path) -> DropEntry:
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # RuntimeError: a loop, in Python before 3.13
+        return DropEntry(path, ref, LINK_NOWHERE)
+    if root not in target.parents:
+        return DropEntry(path, ref, LINK_OUT_OF_DROP)
+    if target.is_dir():
+        return DropEntry(path, ref, LINK_TO_FOLDER)
+    if not target.is_file():
+        return DropEntry(path, ref, NOT_A_FILE)
+    return DropEntry(path, ref)
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return (status.st_size, status.st_mtime_ns)
+
+
+def still_arriving(
+    entries: Sequence[DropEntry], settle_seconds: float, sleep: Callable[[float], None]
+) -> set[str]:
+    """References of the files that changed (size or modification time) over the settle
+    interval, waited out only when some file was modified within it."""
+    files = [e for e in entries if e.problem is None]
+    before = {e.ref: _file_state(e.path) for e in files}
+    newest = max((s[1] for s in before.values() if s is not None), default=0)
+    wait = settle_seconds - (time.time_ns() - newest) / 1e9
+    if settle_seconds <= 0 or wait <= 0:
+        return set()
+    sleep(min(wait, settle_seconds))
+    return {e.ref for e in files if _file_state(e.path) != before[e.ref]}
+
+
+def scan_drop_day(
+    day_dir: Path,
+    day: date,
+    settle_seconds: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DayListing:
+    """List one day folder of an export drop; an absent folder is a day without studies.
+
+    A file that changes within `settle_seconds` is still being copied in: it is listed with
+    that problem, not read, and lands as a placeholder, so that the run the sensor starts once
+    the copy is complete takes it whole.
+    """
     if not day_dir.exists():
         return DayListing(day=day, studies=(), orphans=())
     if not day_dir.is_dir():
         raise NotADirectoryError(f"the export drop's day entry {day.isoformat()} is not a folder")
     # References are relative to the drop's root, so that the drop alone can fetch them.
+    entries = drop_day_entries(day_dir, day_dir.parent.resolve())
+    arriving = still_arriving(entries, settle_seconds, sleep)
     headers = [
-        read_routing_header(path, path.relative_to(day_dir.parent).as_posix())
-        for path in sorted(p for p in day_dir.rglob("*") if p.is_file())
+        _Header(SourceFile(e.ref, problem=e.problem))
+        if e.problem
+        else _Header(
+            SourceFile(
+                e.ref,
+                problem=f"{STILL_ARRIVING} (it changed within {settle_seconds:g} s); "
+                "a later run lands it",
+            )
+        )
+        if e.ref in arriving
+        else read_routing_header(e.path, e.ref)
+        for e in entries
     ]
     return list_day(day, headers)
+
+
+def drop_day_summary(day_dir: Path) -> str:
+    """A summary of a drop's day folder that changes when a file is added, removed, grows or is
+    rewritten: the count and a digest of the files' sizes and modification times (no names)."""
+    states = sorted(
+        (_file_state(e.path) or (-1, -1)) if e.problem is None else (-1, -1)
+        for e in drop_day_entries(day_dir, day_dir.parent.resolve())
+    )
+    digest = hashlib.sha256(repr(states).encode()).hexdigest()[:16]
+    return f"files={len(states)};state={digest}"
+
+
+def is_still_arriving(problem: str | None) -> bool:
+    """Whether a listed file's problem is that it was still being copied in."""
+    return problem is not None and problem.startswith(STILL_ARRIVING)
 
 
 def study_index(listing: DayListing, batch: Batch) -> pl.DataFrame:
@@ -326,11 +481,31 @@ class BatchFetcher(Protocol):
         self,
         files: Sequence[tuple[SourceFile, Path]],
         on_file: Callable[[SourceFile, Path], None],
+        on_problem: Callable[[SourceFile, str], None],
     ) -> None:
-        """Write each file to its path; call `on_file` once a file is complete."""
+        """Write each file to its path; call `on_file` once a file is complete, or
+        `on_problem` with the reason (naming no path) when one file cannot be had at all."""
 
     def source_checksum(self, file: SourceFile) -> str | None:
         """SHA-256 of the file as the source holds it, when that is cheap to know; else None."""
+
+
+def fetch_each(
+    fetch: Callable[[SourceFile, Path], None],
+    files: Sequence[tuple[SourceFile, Path]],
+    on_file: Callable[[SourceFile, Path], None],
+    on_problem: Callable[[SourceFile, str], None],
+) -> None:
+    """Fetch files one at a time: a file the source says cannot be had (UnreadableInstanceError:
+    gone, unreadable, a link out of the source) goes to `on_problem`, and the rest go on."""
+    for file, path in files:
+        try:
+            fetch(file, path)
+        except UnreadableInstanceError as problem:
+            path.unlink(missing_ok=True)
+            on_problem(file, str(problem))
+            continue
+        on_file(file, path)
 
 
 class _OneByOne:
@@ -343,10 +518,9 @@ class _OneByOne:
         self,
         files: Sequence[tuple[SourceFile, Path]],
         on_file: Callable[[SourceFile, Path], None],
+        on_problem: Callable[[SourceFile, str], None],
     ) -> None:
-        for file, path in files:
-            self._fetch(file, path)
-            on_file(file, path)
+        fetch_each(self._fetch, files, on_file, on_problem)
 
     def source_checksum(self, file: SourceFile) -> str | None:
         return None
@@ -382,11 +556,20 @@ def _previous_landing(raw_dir: Path, manifest: Path) -> list[PreviousFile]:
             r["source_path"], r["sop_instance_uid"], raw_dir / r["landed_path"], r["sha256"]
         )
         for r in frame.iter_rows(named=True)
-        if "/" not in r["landed_path"]
+        # An empty file that listing did not find empty stands for one that could not be had:
+        # it is asked for again.
+        if "/" not in r["landed_path"] and (r["size_bytes"] > 0 or r["problem"] == _EMPTY_FILE)
     ]
 
 
-_MANIFEST_COLUMNS = ["source_path", "sop_instance_uid", "landed_path", "sha256"]
+_MANIFEST_COLUMNS = [
+    "source_path",
+    "sop_instance_uid",
+    "landed_path",
+    "sha256",
+    "size_bytes",
+    "problem",
+]
 
 
 def land_files(
@@ -401,19 +584,27 @@ def land_files(
     copy intact by SHA-256, and, where the source can tell cheaply, the same checksum at the
     source) is taken over instead of fetched again, from the last complete landing or from a
     landing that failed part way. The folder is built beside the old one and swapped in whole,
-    so readers never see a mix of two landings and nothing lands twice. When some files could
-    not be fetched, raises (IncompleteLandingError, or the source's own error) and keeps what
-    did land for the next run.
+    so readers never see a mix of two landings and nothing lands twice.
+
+    A file the source says cannot be had (gone since listing, unreadable, a link out of the
+    drop), or one still being copied in when listed, is one file's problem, not the
+    partition's: it lands as an empty file with the reason as its problem, so that it is quarantined and counted, and the next run
+    asks for it again. When the source fails otherwise, raises (IncompleteLandingError, or the
+    source's own error) and keeps what did land for the next run.
     """
     files = list(files)
     fetcher = batch_fetcher(fetch)
     journal = LandingJournal.open(raw_dir.with_name(raw_dir.name + ".staging"))
     previous = _previous_landing(raw_dir, raw_dir / raw_manifest_path(batch).name)
     journal.adopt(previous, {_key(f) for f in files})
+    # A file still being copied in when listed is not taken half-written.
+    unobtainable = {_key(f): f.problem for f in files if f.problem and is_still_arriving(f.problem)}
     todo = []
     for file in files:
         entry = journal.get(_key(file))
-        if entry is not None and fetcher.source_checksum(file) in (None, entry.sha256):
+        if _key(file) in unobtainable or (
+            entry is not None and fetcher.source_checksum(file) in (None, entry.sha256)
+        ):
             continue
         todo.append((file, journal.new_path()))
     if todo:
@@ -421,16 +612,24 @@ def land_files(
         def record(file: SourceFile, path: Path) -> None:
             journal.record(file.ref, file.sop_instance_uid, path)
 
-        fetcher.fetch_many(todo, record)
-    missing = sum(1 for f in files if journal.get(_key(f)) is None)
+        def note_problem(file: SourceFile, reason: str) -> None:
+            unobtainable[_key(file)] = reason
+
+        fetcher.fetch_many(todo, record, note_problem)
+    missing = sum(1 for f in files if _key(f) not in unobtainable and journal.get(_key(f)) is None)
     if missing:
         raise IncompleteLandingError(
             f"{missing} of {len(files)} files of the partition did not land; the "
             f"{len(files) - missing} that did are kept, and re-running the partition fetches "
             "only the rest"
         )
-    landed = journal.finish([(_key(f), f"{i:06d}.dcm") for i, f in enumerate(files, start=1)])
+    names = {_key(f): f"{i:06d}.dcm" for i, f in enumerate(files, start=1)}
+    kept = journal.finish([(k, name) for k, name in names.items() if k not in unobtainable])
+    by_key = {entry.key: entry for entry in kept}
+    for key in unobtainable:
+        by_key[key] = journal.placeholder(key, names[key])
     swap_in_folder(journal.staging, raw_dir)
+    landed = [by_key[_key(f)] for f in files]
     rows = [
         {
             "partition_date": batch.day,
@@ -442,7 +641,8 @@ def land_files(
             "sha256": entry.sha256,
             "study_instance_uid": file.study_instance_uid,
             "sop_instance_uid": file.sop_instance_uid,
-            "problem": file.problem,
+            # What listing found out is the better reason; fetching only confirms it.
+            "problem": file.problem or unobtainable.get(_key(file)),
         }
         for ordinal, (file, entry) in enumerate(zip(files, landed, strict=True), start=1)
     ]

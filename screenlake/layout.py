@@ -2,7 +2,8 @@
 
 PHI-zone paths may name the real study date: that zone is restricted. Research-zone paths name
 a batch by a keyed token instead, because a real study date beside a shifted one would reveal
-the patient's date shift.
+the patient's date shift. For the same reason the research zone names an orchestrator run by a
+keyed token, never by its run ID: the orchestrator shows the run ID beside the partition's date.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ class Batch:
     def research_prefix(self, key: bytes) -> PurePosixPath:
         """Folder of this batch under a research-zone area."""
         return PurePosixPath(f"programme={self.programme}", f"batch={self.research_id(key)}")
+
+
+def research_run_id(key: bytes, run_id: str) -> str:
+    """An orchestrator run's name in the research zone: a keyed token of its run ID, which
+    whoever holds the key can match to the run, and nobody else can."""
+    return "R" + keyed_token(key, "run", run_id, 15)
 
 
 # PHI zone
@@ -103,12 +110,21 @@ def reidentification_record_path(at: str, writer: str) -> PurePosixPath:
     return REIDENTIFICATION_RECORDS / f"{stamp}-{writer}.csv"
 
 
+# Which vault key the PHI zone's vaults are encrypted with (a fingerprint, never the key), and
+# the audit log of deliberate key rotations; see screenlake.keybinding.
+VAULT_KEY_BINDING = PurePosixPath("bindings") / "vault_key.json"
+KEY_ROTATION_LOG = PurePosixPath("audit") / "key_rotations.csv"
+# On object storage, where no append is atomic, each rotation is one object here.
+KEY_ROTATION_RECORDS = PurePosixPath("audit") / "key_rotations"
+
 DEMO_PSEUDONYM_KEY = PurePosixPath("keys") / "pseudonym.key"
 DEMO_VAULT_KEY = PurePosixPath("keys") / "vault.key"
 DEMO_LABELS = PurePosixPath("labels") / "ground_truth.csv"
 
 
 # Research zone
+# Which pseudonym key the research zone's pseudonyms are made with (a fingerprint, never the key).
+PSEUDONYM_KEY_BINDING = PurePosixPath("bindings") / "pseudonym_key.json"
 LAKE_DIR = PurePosixPath("lake")
 LAKE_DATABASE = PurePosixPath("lake.duckdb")
 
@@ -134,12 +150,13 @@ def programme_report_path(programme: str) -> PurePosixPath:
 
 
 def audit_trail_path(batch: Batch, key: bytes, run_id: str) -> PurePosixPath:
-    """One run's audit-trail rows for a batch: a file per run, never rewritten."""
+    """One run's audit-trail rows for a batch: a file per run, never rewritten, named by the
+    batch's and the run's keyed tokens (`research_run_id`), never by the run ID."""
     return (
         LAKE_DIR
         / "audit_trail"
         / f"programme={batch.programme}"
-        / f"{batch.research_id(key)}-{run_id}.parquet"
+        / f"{batch.research_id(key)}-{research_run_id(key, run_id)}.parquet"
     )
 
 

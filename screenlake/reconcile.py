@@ -55,6 +55,10 @@ def _difference(name: str, expected: pl.Series, found: pl.Series) -> Step:
     )
 
 
+def _file_names(paths: pl.Series) -> pl.Series:
+    return paths.str.split("/").list.last()
+
+
 def chain_steps(
     landed: int, audit: pl.DataFrame, catalog: pl.DataFrame, predictions: pl.DataFrame
 ) -> list[Step]:
@@ -70,10 +74,12 @@ def chain_steps(
             str(o) for o in audit.group_by("ordinal").len().filter(pl.col("len") > 1)["ordinal"]
         ],
     )
+    # Files are compared by name (the pseudonymous SOPInstanceUID): a research path names the
+    # batch's token, which must not reach the check's metadata beside the real date.
     catalogued = _difference(
         "de-identified = catalogued",
-        deidentified["research_path"],
-        catalog["research_path"],
+        _file_names(deidentified["research_path"]),
+        _file_names(catalog["research_path"]),
     )
     predicted = _difference(
         "catalogued = predicted + failed",

@@ -6,7 +6,9 @@ No secret is read here: secrets are read at run time by the resources that use t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,10 @@ from screenlake.objectstore.location import is_s3_uri
 ENVIRONMENTS = ("local", "production")
 HOME_SETTING = "SCREENLAKE_HOME"
 PHI_ZONE, RESEARCH_ZONE = "SCREENLAKE_PHI_ZONE", "SCREENLAKE_RESEARCH_ZONE"
+FIRST_STUDY_DATE_SETTING = "SCREENLAKE_FIRST_STUDY_DATE"
+# The demo's synthetic exports start in March 2024; a deployment sets its go-live date.
+DEFAULT_FIRST_STUDY_DATE = date(2024, 1, 1)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Setting -> where the local environment keeps it under its home folder.
 _LOCAL_DEFAULTS = {
     "SCREENLAKE_DROP": "drop",
@@ -102,3 +108,22 @@ def optional_count(settings: Mapping[str, str], name: str) -> int | None:
     if not text(settings, name):
         return None
     return int(number(settings, name, 0))
+
+
+def first_study_date(settings: Mapping[str, str]) -> date:
+    """The first day the study-date partitions offer (SCREENLAKE_FIRST_STUDY_DATE, YYYY-MM-DD),
+    else 2024-01-01. Every day from it to today is a partition the UI counts as missing until
+    it runs, so a deployment sets its go-live date."""
+    value = text(settings, FIRST_STUDY_DATE_SETTING)
+    if not value:
+        return DEFAULT_FIRST_STUDY_DATE
+    try:
+        # fromisoformat alone would also take 20250601 and 2025-W22-1.
+        if not _ISO_DATE.fullmatch(value):
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigurationError(
+            f"{FIRST_STUDY_DATE_SETTING} must be a date written YYYY-MM-DD, e.g. the go-live "
+            f"date 2025-06-01; got {value!r}"
+        ) from None

@@ -278,7 +278,7 @@ AUDIT_TRAIL = _table(
     ("event_id",),
     pa.field("event_id", _s, nullable=False),
     pa.field("recorded_at", _ts, nullable=False),
-    pa.field("run_id", _s, nullable=False),
+    pa.field("run_token", _s, nullable=False),  # keyed token of the run ID, never the ID
     pa.field("batch_id", _s, nullable=False),
     pa.field("programme", _s, nullable=False),
     pa.field("event", _s, nullable=False),  # materialisation, check, export, reidentification
@@ -373,8 +373,10 @@ def write_parquet(frame: pl.DataFrame, table: TableSchema, path: Path) -> int:
 def read_parquet(table: TableSchema, path: Path) -> pl.DataFrame:
     """Read a table written by `write_parquet`, checked against its schema."""
     if not path.exists():
+        # No file name: in the research zone it is the batch's token, and Dagster shows this
+        # message beside the partition's real date.
         raise FileNotFoundError(
-            f"{table.name} has not been written for this partition ({path.name} is missing); "
+            f"{table.name} has not been written for this partition; "
             "materialise the upstream asset first"
         )
     frame = pl.read_parquet(path)

@@ -6,6 +6,7 @@ HMAC-SHA256 tag), so that a copy of the PHI zone's files without the vault key r
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import tempfile
@@ -44,6 +45,14 @@ def vault_cipher(value: str | None, env_var: str = VAULT_KEY_ENV) -> Fernet:
         return Fernet(value.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
         raise VaultError(f"{env_var} is not a valid Fernet key. {how}") from None
+
+
+def vault_key_material(value: str | None, env_var: str = VAULT_KEY_ENV) -> bytes:
+    """The vault key's 32 bytes once `vault_cipher` accepts the key (else its VaultError): what
+    the key's fingerprint is made of, so that two spellings of one key count as one key."""
+    vault_cipher(value, env_var)
+    assert value is not None  # vault_cipher refuses a missing key
+    return base64.urlsafe_b64decode(value.encode("ascii"))
 
 
 def _study_date(value: str) -> date | None:

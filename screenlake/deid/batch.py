@@ -21,6 +21,7 @@ from screenlake.deid.engine import deidentify_file, write_deidentified
 from screenlake.deid.profile import Profile
 from screenlake.errors import UnreadableInstanceError
 from screenlake.fsutil import fresh_staging_folder, swap_in_folder
+from screenlake.lifeline import die_with_parent
 from screenlake.tables import DEIDENTIFICATION_AUDIT, frame_of
 
 
@@ -82,7 +83,10 @@ def _results(
     if workers <= 1 or len(files) < 2:
         yield from map(_deidentify_one, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Workers die with this process: killed, it cannot shut its pool down itself.
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         yield from pool.map(_deidentify_one, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
 
 

@@ -8,6 +8,7 @@ whole studies (`shards`) that a crashed run resumes from.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -27,6 +28,7 @@ from screenlake.inference.loading import LoadedUnit, UnitDataset, WorkUnit
 from screenlake.inference.manifest import ModelManifest
 from screenlake.inference.registry import LoadedModel
 from screenlake.inference.shards import IMAGES_PER_SHARD, Shard, ShardStore, plan_shards
+from screenlake.lifeline import loader_worker_init
 from screenlake.tables import INSTANCE_PREDICTIONS, STUDY_FINDINGS
 
 STATUS_OK = "ok"
@@ -237,6 +239,7 @@ def run_predictions(
             # and would pass on): spawning workers costs over a second every run.
             multiprocessing_context=_WORKER_START if num_workers else None,
             prefetch_factor=_units_ahead(units, batch_size, num_workers),
+            worker_init_fn=functools.partial(loader_worker_init, os.getpid()),
         )
         pending = _PendingBatch(batch_size)
         left = {shard.number: len(shard.units) for shard in todo}

@@ -11,6 +11,8 @@ client is made, so that a deployment without object storage never loads it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,10 @@ _ATTEMPTS = 5  # botocore's "standard" retry mode: exponential backoff on thrott
 _CONNECT_TIMEOUT_S = 10
 _READ_TIMEOUT_S = 60
 _POOL_CONNECTIONS = 32
+# What a store answers to credentials it does not know or that may not touch the bucket.
+_REFUSED_CODES = frozenset(
+    {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,42 @@ class S3Access:
         return self.endpoint_url or f"AWS S3 ({self.region})"
 
 
+def error_code(error: Any) -> str:
+    """The S3 error code of a botocore ClientError ("NoSuchKey", "403", ...); "" when none."""
+    return str(getattr(error, "response", {}).get("Error", {}).get("Code", "") or "")
+
+
+@contextmanager
+def store_errors(role: str, bucket: str, where: str, doing: str) -> Iterator[None]:
+    """Turn botocore's errors raised inside into an ObjectStoreError that names `role`, the
+    bucket, the endpoint, what was being done and the error's code or type, with the original
+    left out of the chain: botocore's messages carry object keys and request URLs (an
+    EndpointConnectionError names the URL of the object asked for), and export drops name
+    their folders after patients."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as error:
+        code = error_code(error) or "an error"
+        problem = ObjectStoreError(
+            f"the S3 bucket {bucket!r} for {role} at {where} answered {code} while {doing}: "
+            "check that the bucket exists and that this location's credentials may list, "
+            "read and write it, then run again"
+        )
+    except (BotoCoreError, Boto3Error) as error:
+        # boto3's transfer errors (S3UploadFailedError, ...) name the file and the key too.
+        problem = ObjectStoreError(
+            f"the object store for {role} at {where} failed while {doing} "
+            f"({type(error).__name__}): check SCREENLAKE_S3_ENDPOINT, the network and the "
+            "store, then run again"
+        )
+    else:
+        return
+    raise problem from None
+
+
 def require_bucket(client: Any, location: S3Location, access: S3Access, role: str) -> None:
     """Raise ObjectStoreError naming the bucket, the endpoint and `role` (e.g. "the PHI zone")
     when the bucket does not exist, cannot be reached, or refuses these credentials."""
@@ -111,13 +153,13 @@ def require_bucket(client: Any, location: S3Location, access: S3Access, role: st
     try:
         client.head_bucket(Bucket=location.bucket)
     except ClientError as error:
-        code = str(error.response.get("Error", {}).get("Code", ""))
+        code = error_code(error)
         if code in ("404", "NoSuchBucket", "NotFound"):
             raise ObjectStoreError(
                 f"the S3 bucket {location.bucket!r} for {role} does not exist at "
                 f"{access.where()}: create it, or correct the setting"
             ) from None
-        if code in ("403", "AccessDenied", "Forbidden"):
+        if code in _REFUSED_CODES:
             raise ObjectStoreError(
                 f"the S3 bucket {location.bucket!r} for {role} at {access.where()} refuses "
                 f"the credentials from {access.credentials_env}_*: check their rights"

@@ -29,7 +29,8 @@ class S3Location:
         """The object key of `relative` under the prefix; refuses paths that leave it."""
         parts = PurePosixPath(str(relative)).parts
         if any(part in ("..", "/") for part in parts):
-            raise ValueError(f"{relative!s} leaves the location s3://{self.bucket}/{self.prefix}")
+            # The path is left out: drop references name folders after patients.
+            raise ValueError(f"a path leaves the location s3://{self.bucket}/{self.prefix}")
         return "/".join(p for p in (self.prefix, *parts) if p and p != ".")
 
     def uri(self, relative: PurePosixPath | str = "") -> str:

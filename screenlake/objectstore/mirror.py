@@ -8,6 +8,9 @@ MD5 (the ETag of a single-part upload, which every push makes) or, where the sto
 not an MD5 (multipart uploads, SSE-KMS), by the SHA-256 a push records in the object's
 metadata. Uploads carry Content-MD5, so the store refuses a body damaged in transit; downloads
 are written beside the target and renamed into place, so a reader never sees half a file.
+
+botocore's errors (whose messages hold object keys and request URLs) become ObjectStoreError
+naming the zone, the bucket and the endpoint, without their chain.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from screenlake.objectstore.access import store_errors
 from screenlake.objectstore.location import S3Location
 
 TRANSFER_THREADS = 8
@@ -98,14 +102,30 @@ def _in_parallel(work: Callable[[Any], int], items: Iterable[Any]) -> list[int]:
         return list(pool.map(work, items))
 
 
+def _where(client: Any) -> str:
+    return str(getattr(getattr(client, "meta", None), "endpoint_url", "") or "AWS S3")
+
+
 def pull(
-    client: Any, location: S3Location, relative: PurePosixPath, local_root: Path
+    client: Any,
+    location: S3Location,
+    relative: PurePosixPath,
+    local_root: Path,
+    role: str = "a zone",
 ) -> MirrorResult:
     """Make `local_root/relative` hold exactly the store's objects at `relative`.
 
     Local files the store does not hold are removed: the store is the zone, the working copy
-    only mirrors it. Nothing under `relative` in the store leaves the local path empty.
+    only mirrors it. Nothing under `relative` in the store leaves the local path empty. The
+    store's failures raise ObjectStoreError naming `role` (e.g. "the PHI zone").
     """
+    with store_errors(role, location.bucket, _where(client), "pulling into the working copy"):
+        return _pull(client, location, relative, local_root)
+
+
+def _pull(
+    client: Any, location: S3Location, relative: PurePosixPath, local_root: Path
+) -> MirrorResult:
     objects = remote_objects(client, location, relative)
     wanted = {local_root / location.relative(o.key): o for o in objects}
 
@@ -132,13 +152,25 @@ def pull(
 
 
 def push(
-    client: Any, location: S3Location, relative: PurePosixPath, local_root: Path
+    client: Any,
+    location: S3Location,
+    relative: PurePosixPath,
+    local_root: Path,
+    role: str = "a zone",
 ) -> MirrorResult:
     """Make the store hold exactly the local files at `local_root/relative`.
 
     Objects under `relative` that the working copy no longer holds are deleted, so a folder
-    replaced whole locally (a re-landed partition) is replaced whole in the store.
+    replaced whole locally (a re-landed partition) is replaced whole in the store. The store's
+    failures raise ObjectStoreError naming `role`.
     """
+    with store_errors(role, location.bucket, _where(client), "pushing from the working copy"):
+        return _push(client, location, relative, local_root)
+
+
+def _push(
+    client: Any, location: S3Location, relative: PurePosixPath, local_root: Path
+) -> MirrorResult:
     local = local_root / str(relative)
     objects = {o.key: o for o in remote_objects(client, location, relative)}
     files = {

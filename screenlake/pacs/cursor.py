@@ -1,9 +1,11 @@
-"""The new-studies sensor's cursor: which days to run again because they gained studies.
+"""The new-studies sensor's cursor: which days changed since the sensor last looked.
 
-The cursor maps each day seen to the source's summary of it (`StudySource.day_summaries`: counts,
-never identifiers). A day is due when it is new or its summary changed. A cursor written by the
-first sensor (a JSON list of days) is read as those days seen with their current summaries, so
-an upgrade launches nothing twice.
+The cursor maps each day seen to the source's summary of it (`StudySource.day_summaries`: counts
+and digests, never identifiers). A day is due for a closer look when it is new or its summary
+changed; the sensor then asks the Dagster instance which of its partitions have not listed that
+summary, so the cursor only saves look-ups and a missing cursor launches nothing twice. A cursor
+written by the first sensor (a JSON list of days) is read as those days seen with their current
+summaries.
 """
 
 from __future__ import annotations

@@ -150,6 +150,13 @@ class LandingJournal:
         self._entries = {}
         return final
 
+    def placeholder(self, key: FileKey, name: str) -> JournalEntry:
+        """An empty file named `name` in staging for a file that could not be had, so that it is
+        quarantined and counted like any other; it is not journalled, so it is asked for again."""
+        path = self.staging / name
+        path.write_bytes(b"")
+        return JournalEntry(key[0], key[1], name, sha256_of(path), 0)
+
     def _rewrite(self) -> None:
         # Compacts the journal to the entries that survived opening.
         text = "".join(_line(e) for e in self._entries.values())

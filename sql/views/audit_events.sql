@@ -4,7 +4,7 @@ SELECT
     recorded_at,
     programme,
     batch_id,
-    run_id,
+    run_token,
     event,
     subject,
     outcome,

@@ -51,7 +51,10 @@ def _run(
 
 
 def test_each_run_adds_its_own_trail_and_rewrites_none(
-    zones: dict[str, Any], synthetic_export: Export, tmp_path: Path
+    zones: dict[str, Any],
+    synthetic_export: Export,
+    session_keys: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
     key = partition_key(synthetic_export.days[0], "cxr_tb")
@@ -61,7 +64,8 @@ def test_each_run_adds_its_own_trail_and_rewrites_none(
     assert checks["chain_reconciled"] and checks["worklist_matches_findings"]
 
     trail = _trail(tmp_path / "research")
-    assert set(trail["run_id"]) == {first.run_id}
+    secret = session_keys[PSEUDONYM_KEY_ENV].encode()
+    assert set(trail["run_token"]) == {layout.research_run_id(secret, first.run_id)}
     materialised = set(trail.filter(pl.col("event") == "materialisation")["subject"])
     assert {"raw_instances", "deidentified_instances", "instance_predictions"} <= materialised
     assert set(trail.filter(pl.col("event") == "export")["subject"]) == {
@@ -86,7 +90,10 @@ def test_each_run_adds_its_own_trail_and_rewrites_none(
     after = list((tmp_path / "research" / "lake" / "audit_trail").rglob("*.parquet"))
     assert len(after) == len(before) + 1
     assert all(p.read_bytes() == data for p, data in before.items())
-    assert set(_trail(tmp_path / "research")["run_id"]) == {first.run_id, second.run_id}
+    assert set(_trail(tmp_path / "research")["run_token"]) == {
+        layout.research_run_id(secret, first.run_id),
+        layout.research_run_id(secret, second.run_id),
+    }
 
 
 def test_a_file_lost_after_deidentification_blocks_publication(

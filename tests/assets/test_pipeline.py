@@ -10,12 +10,15 @@ from typing import Any
 import dagster as dg
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pydicom
 import pytest
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
 from orchestration.resources import resources_for
+from screenlake import layout
+from screenlake.keys import PSEUDONYM_KEY_ENV
 from screenlake.programmes import PROGRAMME_NAMES
 from screenlake.verify import index_originals, scan_files
 from tests.conftest import Export
@@ -35,6 +38,7 @@ class PipelineRun:
     research: Path
     results: dict[str, dg.ExecuteInProcessResult]
     resources: dict[str, Any]
+    instance: dg.DagsterInstance
 
 
 def _zones(root: Path, drop: Path, **extra: str) -> dict[str, Any]:
@@ -66,7 +70,7 @@ def pipeline(
             results[str(key)] = dg.materialize(
                 _graph(), resources=resources, partition_key=key, instance=instance
             )
-    return PipelineRun(root / "phi", root / "research", results, resources)
+    return PipelineRun(root / "phi", root / "research", results, resources, instance)
 
 
 def _lake(run: PipelineRun, table: str) -> pl.DataFrame:
@@ -204,6 +208,44 @@ def test_lake_views_answer_sql(pipeline: PipelineRun) -> None:
         audit.filter(pl.col("outcome") == "deidentified").height,
         audit.filter(pl.col("outcome") == "quarantined").height,
     )
+
+
+def test_no_research_batch_token_in_the_event_log(
+    pipeline: PipelineRun, synthetic_export: Export, session_keys: dict[str, str]
+) -> None:
+    # Every event of a run, its metadata and messages (context.log too), sits beside the
+    # partition's real date in the UI: a batch token there would undo the date shift.
+    key = session_keys[PSEUDONYM_KEY_ENV].encode()
+    tokens = {
+        layout.Batch(day, programme).research_id(key)
+        for day in synthetic_export.days
+        for programme in PROGRAMME_NAMES
+    }
+    entries = 0
+    for partition, result in pipeline.results.items():
+        for entry in pipeline.instance.all_logs(result.run_id):
+            entries += 1
+            text = dg.serialize_value(entry)
+            named = [t for t in tokens if t in text]
+            assert not named, (partition, entry.dagster_event_type, entry.user_message)
+    assert entries > 10 * len(pipeline.results)
+
+
+def test_the_research_zone_never_names_a_dagster_run(pipeline: PipelineRun) -> None:
+    # The UI shows each run ID beside its partition's real date; the research zone holds keyed
+    # tokens of run IDs instead, in file names and contents alike.
+    run_ids = {result.run_id for result in pipeline.results.values()}
+    files = [p for p in pipeline.research.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files) and any(p.suffix == ".json" for p in files)
+    for path in files:
+        texts = [
+            path.relative_to(pipeline.research).as_posix(),
+            path.read_bytes().decode("latin-1"),
+        ]
+        if path.suffix == ".parquet":  # compressed: read the values themselves
+            table = pq.read_table(path)
+            texts += [repr(table.to_pylist()), repr(table.schema.metadata)]
+        assert not [r for r in run_ids for t in texts if r in t], path
 
 
 def test_rerunning_a_partition_replaces_it(pipeline: PipelineRun, synthetic_export: Export) -> None:

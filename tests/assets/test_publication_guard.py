@@ -68,6 +68,7 @@ def test_a_failing_blocking_check_stops_validation_and_the_worklist(
     [finding] = leak.metadata["first_findings"].value
     assert finding["element"].startswith("ManufacturerModelName")
     assert finding["kind"] == "patient name"
+    assert "batch=" not in finding["file"]  # named inside the batch: no token beside the date
     assert set(checks) == {"every_landed_file_accounted_for", "no_identifiers_in_research_zone"}
     materialised = {
         e.materialization.asset_key.to_user_string()
@@ -82,10 +83,10 @@ def test_a_failing_blocking_check_stops_validation_and_the_worklist(
 def test_a_missing_pseudonym_key_stops_the_run_with_instructions(
     synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
 ) -> None:
-    resources = {
-        **_resources(tmp_path, synthetic_export),
-        "pseudonym_key": PseudonymKey(env_var="SCREENLAKE_TEST_KEY_THAT_IS_NOT_SET"),
-    }
+    resources = _resources(tmp_path, synthetic_export)
+    resources["pseudonym_key"] = PseudonymKey(
+        env_var="SCREENLAKE_TEST_KEY_THAT_IS_NOT_SET", zone=resources["research_zone"]
+    )
     key = partition_key(synthetic_export.days[0], PROGRAMME)
     with pytest.raises(PseudonymKeyError, match="SCREENLAKE_TEST_KEY_THAT_IS_NOT_SET is not set"):
         dg.materialize(

@@ -4,6 +4,8 @@ bytes: a PACS may rewrite the file meta)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from resources.dimse import DimseSource
 from resources.sources import ExportDropSource, StudySource
 from screenlake.devservers.orthanc import ORTHANC_AET, SCREENLAKE_AET, USER, Orthanc
 from screenlake.fsutil import sha256_of
-from screenlake.ingest import DayListing
+from screenlake.ingest import DayListing, SourceFile
 from tests.pacs.conftest import PacsExport
 
 
@@ -26,7 +28,7 @@ def assert_routed_like_the_drop(
 ) -> DayListing:
     """The PACS lists the day's studies with the drop's routing and header values, each with
     every instance the PACS took; returns the PACS's listing."""
-    expected = ExportDropSource(root=str(drop)).list_day(day)
+    expected = ExportDropSource(root=str(drop), settle_seconds=0).list_day(day)
     listing = source.list_day(day)
     assert [s.study_instance_uid for s in listing.studies] == [
         s.study_instance_uid for s in expected.studies
@@ -115,3 +117,32 @@ def dicomweb_resources(server: Orthanc, zones: Path) -> dict[str, Any]:
             "SCREENLAKE_DEID_WORKERS": "1",
         },
     )
+
+
+@dataclass
+class StopAfter:
+    """Fetches through `source` and stops the PACS once `count` files have landed."""
+
+    source: StudySource
+    server: Orthanc
+    count: int
+
+    def fetch_many(
+        self,
+        files: Sequence[tuple[SourceFile, Path]],
+        on_file: Callable[[SourceFile, Path], None],
+        on_problem: Callable[[SourceFile, str], None],
+    ) -> None:
+        landed = 0
+
+        def counting(file: SourceFile, path: Path) -> None:
+            nonlocal landed
+            on_file(file, path)
+            landed += 1
+            if landed == self.count:
+                self.server.crash()
+
+        self.source.fetch_many(files, counting, on_problem)
+
+    def source_checksum(self, file: SourceFile) -> str | None:
+        return None

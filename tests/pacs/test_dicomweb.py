@@ -52,7 +52,9 @@ def test_the_sensor_launches_every_programme_for_each_day_the_pacs_holds(
     orthanc: Orthanc, pacs_export: PacsExport
 ) -> None:
     source = dicomweb(orthanc)
-    with dg.build_sensor_context(resources={"source": source}) as context:
+    with dg.build_sensor_context(
+        resources={"source": source}, instance=dg.DagsterInstance.ephemeral()
+    ) as context:
         result = new_studies_sensor(context)
     assert isinstance(result, dg.SensorResult) and result.run_requests is not None
     assert sorted(str(r.partition_key) for r in result.run_requests) == sorted(

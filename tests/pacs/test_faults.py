@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +23,7 @@ from screenlake.errors import IncompleteRetrievalError, PacsUnavailableError
 from screenlake.ingest import SourceFile, batch_files, land_files, source_files_of
 from screenlake.layout import Batch
 from screenlake.pacs.landing import JOURNAL_NAME
-from tests.pacs.checks import assert_landed_intact, dicomweb, dimse
+from tests.pacs.checks import StopAfter, assert_landed_intact, dicomweb, dimse
 from tests.pacs.conftest import PacsExport
 
 pytestmark = pytest.mark.pacs
@@ -40,34 +39,6 @@ def _source(kind: str, server: Orthanc) -> StudySource:
 
 def _endpoint(kind: str, server: Orthanc) -> str:
     return server.url if kind == "dicomweb" else f"127.0.0.1:{server.dicom_port}"
-
-
-@dataclass
-class _StopAfter:
-    """Fetches through `source` and stops the PACS once `count` files have landed."""
-
-    source: StudySource
-    server: Orthanc
-    count: int
-
-    def fetch_many(
-        self,
-        files: Sequence[tuple[SourceFile, Path]],
-        on_file: Callable[[SourceFile, Path], None],
-    ) -> None:
-        landed = 0
-
-        def counting(file: SourceFile, path: Path) -> None:
-            nonlocal landed
-            on_file(file, path)
-            landed += 1
-            if landed == self.count:
-                self.server.crash()
-
-        self.source.fetch_many(files, counting)
-
-    def source_checksum(self, file: SourceFile) -> str | None:
-        return None
 
 
 def _lung_batch(source: StudySource, export: PacsExport) -> tuple[Batch, list[SourceFile]]:
@@ -105,7 +76,7 @@ def test_a_pacs_stopped_mid_retrieval_fails_the_landing_and_a_rerun_completes_it
         monkeypatch.setattr(dicomweb_module, "_written_parts", cut_when_down)
 
     with pytest.raises(PacsUnavailableError) as down:
-        land_files(files, batch, _StopAfter(source, server, count=5), raw)
+        land_files(files, batch, StopAfter(source, server, count=5), raw)
     monkeypatch.undo()
     assert _endpoint(kind, server) in str(down.value)
     assert "re-run the partition" in str(down.value)

@@ -98,7 +98,7 @@ def test_a_file_re_exported_with_other_bytes_is_landed_again(tmp_path: Path) -> 
     (drop / "20240311").mkdir(parents=True)
     for name in ("a", "b"):
         (drop / "20240311" / name).write_bytes(name.encode())
-    source = ExportDropSource(root=str(drop))
+    source = ExportDropSource(root=str(drop), settle_seconds=0)
     files = [SourceFile(f"20240311/{n}", "1.2", f"1.2.{n}") for n in ("a", "b")]
     raw = tmp_path / "raw"
     land_files(files, BATCH, source, raw).write_parquet(raw / "manifest.parquet")
@@ -116,6 +116,7 @@ def test_a_source_that_skips_a_file_leaves_the_landing_incomplete(tmp_path: Path
             self,
             files: Sequence[tuple[SourceFile, Path]],
             on_file: Callable[[SourceFile, Path], None],
+            on_problem: Callable[[SourceFile, str], None],
         ) -> None:
             file, path = files[0]
             source.fetch(file, path)

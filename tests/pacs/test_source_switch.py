@@ -89,5 +89,8 @@ def test_the_drop_summarises_its_days_by_file_count(tmp_path: Path) -> None:
     (tmp_path / "20240311" / "a").mkdir(parents=True)
     (tmp_path / "20240311" / "a" / "IM1.dcm").write_bytes(b"x")
     (tmp_path / "20240312").mkdir()
-    source = ExportDropSource(root=str(tmp_path))
-    assert source.day_summaries() == {date(2024, 3, 11): "files=1", date(2024, 3, 12): "files=0"}
+    source = ExportDropSource(root=str(tmp_path), settle_seconds=0)
+    summaries = source.day_summaries()
+    assert sorted(summaries) == [date(2024, 3, 11), date(2024, 3, 12)]
+    assert summaries[date(2024, 3, 11)].startswith("files=1;state=")
+    assert summaries[date(2024, 3, 12)].startswith("files=0;state=")

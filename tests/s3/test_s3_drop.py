@@ -202,7 +202,7 @@ def test_days_and_listings_equal_the_folder_drop(
     page_size: int,
 ) -> None:
     monkeypatch.setattr(s3drop, "_PAGE_SIZE", page_size)
-    source, folder = drop.source(), ExportDropSource(root=str(export.drop))
+    source, folder = drop.source(), ExportDropSource(root=str(export.drop), settle_seconds=0)
 
     assert source.available_days() == folder.available_days() == list(export.days)
     listings = {day: source.list_day(day) for day in export.days}
@@ -259,9 +259,13 @@ def test_the_bucket_is_checked_once_per_source(
 
 
 def test_day_summaries_count_files(drop: Drop, export: LocalExport) -> None:
-    summaries = drop.source().day_summaries()
-    assert summaries == {day: f"files={len(_day_files(export, day))}" for day in export.days}
-    assert summaries == ExportDropSource(root=str(export.drop)).day_summaries()
+    source = drop.source()
+    summaries = source.day_summaries()
+    counts = {day: text.split(";")[0] for day, text in summaries.items()}
+    assert counts == {day: f"files={len(_day_files(export, day))}" for day in export.days}
+    folder = ExportDropSource(root=str(export.drop), settle_seconds=0).day_summaries()
+    assert counts == {day: text.split(";")[0] for day, text in folder.items()}
+    assert {day: source.day_summary(day) for day in export.days} == summaries
 
 
 # Long headers
@@ -289,7 +293,7 @@ def test_a_header_longer_than_the_first_read_still_routes(
     requests_made.clear()
     listing = drop.source().list_day(day)
 
-    assert listing == ExportDropSource(root=str(local_drop)).list_day(day)
+    assert listing == ExportDropSource(root=str(local_drop), settle_seconds=0).list_day(day)
     (study,) = listing.studies
     assert study.study_instance_uid == study_uid
     assert study.programme == route_study("CT", "CHEST") is not None
@@ -339,6 +343,7 @@ def test_fetch_many_hands_files_on_in_the_calling_thread(
     source.fetch_many(
         [(f, tmp_path / f"{n}.dcm") for n, f in enumerate(files)],
         lambda file, path: handed_on.append((file, threading.get_ident())),
+        lambda file, reason: None,
     )
 
     assert sorted(f.ref for f, _ in handed_on) == sorted(f.ref for f in files)
@@ -390,7 +395,7 @@ def test_land_files_lands_every_file_and_fetches_nothing_twice(
     assert [m.to_dicts() for m in second] == [m.to_dicts() for m in first]
 
 
-def test_a_vanished_object_fails_the_landing_and_only_it_is_fetched_again(
+def test_a_vanished_object_is_quarantined_and_only_it_is_fetched_again(
     drop: Drop, export: LocalExport, tmp_path: Path, requests_made: Requests
 ) -> None:
     day = export.days[0]
@@ -401,14 +406,22 @@ def test_a_vanished_object_fails_the_landing_and_only_it_is_fetched_again(
     drop.client.delete_object(Bucket=drop.bucket, Key=drop.key(gone.ref))
     raw_dir = tmp_path / "raw"
 
-    with pytest.raises(ObjectStoreError, match=drop.bucket):
-        land_files(files, batch, drop.source(), raw_dir)
+    first = land_files(files, batch, drop.source(), raw_dir)
+    row = first.filter(first["source_path"] == gone.ref).row(0, named=True)
+    assert row["size_bytes"] == 0
+    assert "gone from the export drop" in row["problem"]
+    assert first.height == len(files)
 
     _upload(drop.client, drop.bucket, drop.key(gone.ref), gone_bytes)
+    write_parquet(first, LANDED_INSTANCES, raw_dir / raw_manifest_path(batch).name)
     requests_made.clear()
     manifest = land_files(files, batch, drop.source(), raw_dir)
+    # The placeholder is asked for again; a file empty at the source (listed as such) is not.
+    assert any((export.drop / f.ref).stat().st_size == 0 for f in files)
     assert [g["Key"] for g in requests_made.gets()] == [drop.key(gone.ref)]
     assert manifest.height == len(files)
+    row = manifest.filter(manifest["source_path"] == gone.ref).row(0, named=True)
+    assert row["sha256"] == sha256_of(export.drop / gone.ref)
 
 
 # Configuration and failures
@@ -421,7 +434,9 @@ def _call(name: str, source: S3DropSource, tmp_path: Path) -> None:
         "list_day": lambda: source.list_day(date(2024, 3, 11)),
         "day_summaries": source.day_summaries,
         "fetch": lambda: source.fetch(file, tmp_path / "x.dcm"),
-        "fetch_many": lambda: source.fetch_many([(file, tmp_path / "x.dcm")], lambda f, p: None),
+        "fetch_many": lambda: source.fetch_many(
+            [(file, tmp_path / "x.dcm")], lambda f, p: None, lambda f, r: None
+        ),
     }
     calls[name]()
 

@@ -28,7 +28,8 @@ def _events() -> list[RunEvent]:
 
 
 def test_rows_follow_the_run_in_time_with_versions_and_counts() -> None:
-    rows = trail_rows(_events(), "run-1", "B123", "lung_ldct", "dagster run run-1")
+    rows = trail_rows(_events(), "R1", "B123", "lung_ldct", "dagster run R1")
+    assert set(rows["run_token"]) == {"R1"} and "run_id" not in rows.columns
     assert rows["subject"].to_list() == [
         "raw_instances",
         "deidentified_instances",

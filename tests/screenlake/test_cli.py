@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pydicom
 import pytest
 
@@ -130,3 +131,49 @@ def test_synth_writes_an_export_and_refuses_to_mix_two(
     assert "2 studies" in capsys.readouterr().out
     assert (tmp_path / "drop-labels.csv").exists()
     assert main(["synth", "--out", str(tmp_path / "drop"), "--studies", "2", "--seed", "3"]) == 2
+
+
+@pytest.fixture
+def research_zone(tmp_path: Path) -> Path:
+    """A research zone whose lake holds one audit table, as the catalogue assets write it."""
+    zone = tmp_path / "research"
+    audit = zone / "lake" / "deidentification_audit" / "programme=cxr_tb"
+    audit.mkdir(parents=True)
+    pl.DataFrame(
+        {
+            "programme": ["cxr_tb"] * 3,
+            "batch_id": ["B1"] * 3,
+            "outcome": ["deidentified", "deidentified", "quarantined"],
+            "reason": [None, None, "empty file (0 bytes)"],
+        }
+    ).write_parquet(audit / "B1.parquet")
+    return zone
+
+
+def test_query_prints_the_rows_of_a_real_lake(
+    research_zone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql = "SELECT reason, files FROM quarantine_reasons WHERE programme = 'cxr_tb'"
+    assert main(["query", sql, "--research-zone", str(research_zone)]) == 0
+    assert "empty file (0 bytes)" in capsys.readouterr().out
+    assert (research_zone / "lake.duckdb").is_file()
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        ("SELEC * FROM quarantine_reasons", 'Parser Error: syntax error at or near "SELEC"'),
+        ("SELECT * FROM quarantine_reason", "Catalog Error: Table with name quarantine_reason"),
+        ("SELECT nope FROM quarantine_reasons", 'Binder Error: Referenced column "nope"'),
+    ],
+)
+def test_a_mistake_in_the_sql_is_one_line_naming_it(
+    research_zone: Path, sql: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["query", sql, "--research-zone", str(research_zone)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"screenlake query: the query failed: {problem}")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from screenlake.errors import ConfigurationError
-from screenlake.settings import local_home, location, require_locations, required_locations
+from screenlake.settings import (
+    first_study_date,
+    local_home,
+    location,
+    require_locations,
+    required_locations,
+)
 
 
 def test_local_locations_lie_under_the_home_folder(tmp_path: Path) -> None:
@@ -58,3 +65,19 @@ def test_local_needs_nothing_and_an_unknown_environment_is_refused() -> None:
     require_locations("local", {})
     with pytest.raises(ConfigurationError, match="staging"):
         require_locations("staging", {})
+
+
+def test_first_study_date_is_the_go_live_date_set() -> None:
+    assert first_study_date({"SCREENLAKE_FIRST_STUDY_DATE": " 2025-06-01 "}) == date(2025, 6, 1)
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_first_study_date_unset_is_the_first_of_2024(value: str) -> None:
+    assert first_study_date({}) == date(2024, 1, 1)
+    assert first_study_date({"SCREENLAKE_FIRST_STUDY_DATE": value}) == date(2024, 1, 1)
+
+
+@pytest.mark.parametrize("value", ["2025-02-30", "01-06-2025", "20250601", "2025-W22-1", "June"])
+def test_first_study_date_not_a_yyyy_mm_dd_day_is_refused_naming_the_setting(value: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"SCREENLAKE_FIRST_STUDY_DATE must be a date"):
+        first_study_date({"SCREENLAKE_FIRST_STUDY_DATE": value})
