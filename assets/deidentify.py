@@ -142,13 +142,18 @@ def no_identifiers_in_research_zone(
     """Scan every de-identified file of the batch for the originals' identifiers."""
     batch = batch_of(context)
     manifest, raw_dir = landed_manifest(phi_zone, batch)
+    workers = deidentification.worker_count()
     index = index_originals(
-        (raw_dir / p for p in manifest["landed_path"]), deidentification.profile().options
+        (raw_dir / p for p in manifest["landed_path"]),
+        deidentification.profile().options,
+        workers=workers,
     )
     batch_dir = research_zone.pull(layout.research_dicom_dir(batch, pseudonym_key.key()))
     files = sorted(batch_dir.rglob("*.dcm")) if batch_dir.exists() else []
     # Files are named inside the batch's folder: its token must not sit beside the real date.
-    findings = scan_files(((f, f.relative_to(batch_dir).as_posix()) for f in files), index)
+    findings = scan_files(
+        ((f, f.relative_to(batch_dir).as_posix()) for f in files), index, workers=workers
+    )
     return dg.AssetCheckResult(
         passed=not findings,
         description=f"{len(files)} files scanned, {len(findings)} identifiers found",

@@ -2,8 +2,6 @@
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
-import json
-
 import dagster as dg
 
 from assets._shared import check_result, markdown_preview, read_batch_table, write_batch_table
@@ -15,7 +13,6 @@ from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
 from screenlake import layout, quality
-from screenlake.errors import ConfigurationError, ModelIntegrityError
 from screenlake.programmes import PROGRAMMES
 from screenlake.tables import INSTANCE_CATALOG, INSTANCE_PREDICTIONS, STUDY_CATALOG, STUDY_FINDINGS
 
@@ -24,31 +21,14 @@ def models_version(models: ModelRegistry) -> str:
     """Name, version and weights hash of the model each programme uses in the registry `models`:
     the inference assets' code version, e.g. `cxr_tb_reference@1.0.0#5abb6b6509e3+...`.
 
-    Only the manifests are read (no torch): this runs when the code location loads. The weights
-    are checked against the manifest's hash when a run loads the model.
+    Only the manifests are read (no torch): this runs when the code location loads, so a
+    missing model or a wrong manifest stops the location loading. The weights are checked
+    against the manifest's hash when a run loads the model.
     """
     parts = []
     for programme in sorted(PROGRAMMES):
-        model_name = models.model_name_for(programme)
-        path = models.models_root_path() / model_name / "manifest.json"
-        try:
-            manifest = json.loads(path.read_text("utf-8"))
-        except OSError as error:
-            raise ConfigurationError(
-                f"programme {programme!r} has no readable model manifest at {path} "
-                f"({error.strerror}); point SCREENLAKE_MODELS at the folder that holds "
-                f"{model_name}/manifest.json"
-            ) from error
-        except json.JSONDecodeError as error:
-            raise ModelIntegrityError(f"{path}: manifest is not valid JSON ({error})") from error
-        try:
-            parts.append(
-                f"{manifest['name']}@{manifest['version']}#{manifest['weights_sha256'][:12]}"
-            )
-        except (KeyError, TypeError) as error:
-            raise ModelIntegrityError(
-                f"{path}: manifest lacks name, version or weights_sha256 ({error!r})"
-            ) from error
+        manifest = models.manifest_for(programme)
+        parts.append(f"{manifest.name}@{manifest.version}#{manifest.weights_sha256[:12]}")
     return "+".join(parts)
 
 
@@ -150,15 +130,10 @@ def study_findings(
 ) -> dg.MaterializeResult:
     """A triage score, flag (at the model's threshold) and priority per study: a flag for a
     clinician to review, never a diagnosis."""
-    from screenlake.inference.manifest import load_manifest
     from screenlake.inference.predict import study_findings as findings_of
-    from screenlake.inference.registry import model_dir_for
 
     batch, key = batch_of(context), pseudonym_key.key()
-    manifest = load_manifest(
-        model_dir_for(models.models_root_path(), models.model_name_for(batch.programme))
-        / "manifest.json"
-    )
+    manifest = models.manifest_for(batch.programme)
     frame = findings_of(
         read_batch_table(research_zone, INSTANCE_PREDICTIONS, batch, key),
         read_batch_table(research_zone, STUDY_CATALOG, batch, key),

@@ -62,14 +62,7 @@ def reference_window(
 
 
 def _positive_rate_band(models: ModelRegistry, programme: str) -> tuple[float, float] | None:
-    # The manifest module imports the model architectures, and with them torch.
-    from screenlake.inference.manifest import load_manifest
-    from screenlake.inference.registry import model_dir_for
-
-    manifest = load_manifest(
-        model_dir_for(models.models_root_path(), models.model_name_for(programme)) / "manifest.json"
-    )
-    limits = manifest.monitoring
+    limits = models.manifest_for(programme).monitoring
     return None if limits is None else (limits.positive_rate_low, limits.positive_rate_high)
 
 

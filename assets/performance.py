@@ -204,15 +204,8 @@ def performance_meets_declared_minimums(
     `monitoring` declares, overall, over the last days and over all time, wherever enough
     labelled cases allow a judgement. A failure asks clinical governance to look; it does
     not hold results back."""
-    # The manifest module imports the model architectures, and with them torch.
-    from screenlake.inference.manifest import load_manifest
-    from screenlake.inference.registry import model_dir_for
-
     batch, key = batch_of(context), pseudonym_key.key()
-    manifest = load_manifest(
-        model_dir_for(models.models_root_path(), models.model_name_for(batch.programme))
-        / "manifest.json"
-    )
+    manifest = models.manifest_for(batch.programme)
     model = f"{manifest.name} {manifest.version}"
     if manifest.monitoring is None:
         return dg.AssetCheckResult(

@@ -124,15 +124,10 @@ def findings_suite_passes(
 ) -> dg.AssetCheckResult:
     """Every expectation of the findings suite holds for the batch's `study_findings`, with the
     positive-rate band of the programme's registered model."""
-    from screenlake.inference.manifest import MANIFEST_FILE, load_manifest
-    from screenlake.inference.registry import model_dir_for
     from screenlake.quality_suites import findings_suite
 
     batch, key = batch_of(context), pseudonym_key.key()
-    manifest = load_manifest(
-        model_dir_for(models.models_root_path(), models.model_name_for(batch.programme))
-        / MANIFEST_FILE
-    )
+    manifest = models.manifest_for(batch.programme)
     suite = findings_suite(
         read_batch_table(research_zone, STUDY_FINDINGS, batch, key),
         batch.research_id(key),

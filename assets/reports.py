@@ -174,8 +174,4 @@ def _latest_by_partition(
 
 def _monitoring_limits(models: ModelRegistry, programme: str) -> "MonitoringLimits | None":
     """The accepted positive-rate band and performance minimums of the model in service."""
-    from screenlake.inference.manifest import MANIFEST_FILE, load_manifest
-    from screenlake.inference.registry import model_dir_for
-
-    model_dir = model_dir_for(models.models_root_path(), models.model_name_for(programme))
-    return load_manifest(model_dir / MANIFEST_FILE).monitoring
+    return models.manifest_for(programme).monitoring

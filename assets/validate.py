@@ -48,8 +48,6 @@ def validated_findings(
     it alone cannot publish what a check would refuse.
     """
     from screenlake.gx_runner import run_suite
-    from screenlake.inference.manifest import MANIFEST_FILE, load_manifest
-    from screenlake.inference.registry import model_dir_for
     from screenlake.quality_suites import findings_suite, predictions_suite
 
     batch, key = batch_of(context), pseudonym_key.key()
@@ -63,10 +61,7 @@ def validated_findings(
         "study UIDs unique": quality.values_unique(findings, "study_instance_uid"),
     }
     failed = {name: o.summary for name, o in outcomes.items() if not o.passed}
-    manifest = load_manifest(
-        model_dir_for(models.models_root_path(), models.model_name_for(batch.programme))
-        / MANIFEST_FILE
-    )
+    manifest = models.manifest_for(batch.programme)
     batch_id = batch.research_id(key)
     suites = (
         predictions_suite(predictions, catalog, batch_id, batch.programme),

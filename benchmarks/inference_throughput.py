@@ -69,6 +69,7 @@ from models import bundled_models_root
 from screenlake.catalog import instance_catalog
 from screenlake.errors import ConfigurationError
 from screenlake.inference.loading import UnitDataset
+from screenlake.inference.manifest import model_dir_for
 from screenlake.inference.predict import (
     PredictionRun,
     default_batch_size,
@@ -79,7 +80,6 @@ from screenlake.inference.predict import (
 from screenlake.inference.registry import (
     LoadedModel,
     load_model,
-    model_dir_for,
     resolve_device,
 )
 from screenlake.inference.shards import plan_shards

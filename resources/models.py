@@ -1,4 +1,7 @@
-"""The model registry: where reference and local models live, and which device runs them."""
+"""The model registry: where reference and local models live, and which device runs them.
+
+Imports no torch: the manifest is all that most assets need, and only `load` brings in the
+model code."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from models import bundled_models_root
+from screenlake.inference.manifest import MANIFEST_FILE, ModelManifest, load_manifest, model_dir_for
 from screenlake.objectstore.access import DEFAULT_REGION, S3Access
 
 if TYPE_CHECKING:
@@ -49,6 +53,17 @@ class ModelRegistry(dg.ConfigurableResource):
         """The folder holding one sub-folder per registered model."""
         return Path(self.models_root).resolve()
 
+    def model_dir(self, model_name: str) -> Path:
+        """The folder of registered model `model_name`; ConfigurationError names the models
+        there when it is absent."""
+        return model_dir_for(self.models_root_path(), model_name)
+
+    def manifest_for(self, programme: str) -> ModelManifest:
+        """The validated manifest of the model that scores `programme` (`model_name_for`),
+        without loading the model: ConfigurationError when the model is not there,
+        ModelIntegrityError naming the field when its manifest is wrong."""
+        return load_manifest(self.model_dir(self.model_name_for(programme)) / MANIFEST_FILE)
+
     def cache_path(self) -> Path | None:
         """The folder that keeps weights downloaded from object storage; None when unset."""
         return Path(self.cache_dir).expanduser().resolve() if self.cache_dir else None
@@ -60,10 +75,10 @@ class ModelRegistry(dg.ConfigurableResource):
     def load(self, model_name: str) -> LoadedModel:
         """Load and verify a model; raises ModelIntegrityError when its weights do not match."""
         # torch takes over a second to import: only runs that infer pay for it.
-        from screenlake.inference.registry import load_model, model_dir_for
+        from screenlake.inference.registry import load_model
 
         return load_model(
-            model_dir_for(self.models_root_path(), model_name),
+            self.model_dir(model_name),
             device=self.device,
             cache_dir=self.cache_path(),
             s3=self.s3_access(),

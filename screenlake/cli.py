@@ -27,8 +27,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _synth(args: argparse.Namespace) -> int:
     from screenlake.synth.export import generate_export
+    from screenlake.synth.presets import image_preset
 
     labels = args.labels or args.out.with_name(args.out.name + "-labels.csv")
+    preset = image_preset(args.size, ct_slices=args.ct_slices)
     summary = generate_export(
         args.out,
         studies=args.studies,
@@ -36,11 +38,12 @@ def _synth(args: argparse.Namespace) -> int:
         labels_path=labels,
         start_date=args.start_date,
         days=args.days,
+        preset=preset,
     )
     print(
-        f"synthetic export: {summary.studies} studies of {summary.patients} patients, "
-        f"{summary.instances} DICOM files and {summary.bad_files} bad files over "
-        f"{len(summary.days)} days in {args.out}; labels in {summary.labels_path}"
+        f"synthetic export ({preset.name} sizes): {summary.studies} studies of "
+        f"{summary.patients} patients, {summary.instances} DICOM files and {summary.bad_files} "
+        f"bad files over {len(summary.days)} days in {args.out}; labels in {summary.labels_path}"
     )
     return EXIT_OK
 
@@ -279,6 +282,16 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--labels", type=Path, help="ground-truth CSV (default: beside --out)")
     synth.add_argument("--start-date", type=date.fromisoformat, default=date(2024, 3, 11))
     synth.add_argument("--days", type=int, default=2)
+    synth.add_argument(
+        "--size",
+        choices=("real", "demo"),
+        default="real",
+        help="real: 300-slice 512x512 CT, detector-size radiographs, device transfer syntaxes "
+        "(default, for benchmarks); demo: the demo's small uncompressed images",
+    )
+    synth.add_argument(
+        "--ct-slices", type=int, help="CT slices a study (default: 300 real, 24 demo)"
+    )
     synth.set_defaults(run=_synth)
 
     deid = commands.add_parser("deidentify", help="de-identify every file under a folder")

@@ -20,7 +20,7 @@ import polars as pl
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from screenlake.findings_report import StudyFinding, findings_report
+from screenlake.findings_report import FindingsReportBuilder, StudyFinding
 from screenlake.keys import keyed_uid
 from screenlake.pacs.store import WRITTEN_TO_OUTBOX, StoreOutcome
 from screenlake.reidentify import reidentify_flagged
@@ -167,7 +167,9 @@ def pending_reports(
 
 def build_reports(pending: Sequence[PendingReport], key: bytes) -> list[pydicom.Dataset]:
     """One SR per pending report, UIDs from `report_uids`, timed at validation: a re-run on
-    the same validated findings builds the same reports."""
+    the same validated findings builds the same reports. One builder serves the whole run, so
+    highdicom's document constructor runs once, not once per report."""
+    builder = FindingsReportBuilder()
     reports = []
     for item in pending:
         finding = item.finding
@@ -175,7 +177,7 @@ def build_reports(pending: Sequence[PendingReport], key: bytes) -> list[pydicom.
             key, finding.original_study_instance_uid, finding.model_version
         )
         reports.append(
-            findings_report(
+            builder.build(
                 finding,
                 series_instance_uid=series_uid,
                 sop_instance_uid=sop_uid,

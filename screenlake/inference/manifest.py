@@ -1,5 +1,8 @@
 """A model's `manifest.json`: what the model is, what it reads, how its output is used, and
-the SHA-256 of its weights. Parsed and validated here, before any weights are read."""
+the SHA-256 of its weights. Parsed and validated here, before any weights are read.
+
+Imports no torch: assets that only need a manifest (thresholds, monitoring limits) read it
+through `ModelRegistry.manifest_for` without paying for the model code."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.architectures import ARCHITECTURES
+from models import ARCHITECTURE_NAMES
 from screenlake.errors import ConfigurationError, ModelIntegrityError
 from screenlake.objectstore.location import parse_s3_uri
 from screenlake.programmes import PROGRAMMES
@@ -229,7 +232,7 @@ def parse_manifest(data: Any, source: Path) -> ModelManifest:
     fmt = top.choice("format", FORMATS)
     architecture: str | None = None
     if fmt == "state_dict":
-        architecture = top.choice("architecture", tuple(sorted(ARCHITECTURES)))
+        architecture = top.choice("architecture", ARCHITECTURE_NAMES)
     elif top.given("architecture"):
         raise top.fail(
             "architecture",
@@ -408,6 +411,24 @@ def load_manifest(path: Path) -> ModelManifest:
     except json.JSONDecodeError as error:
         raise ModelIntegrityError(f"{path}: manifest is not valid JSON ({error})") from error
     return parse_manifest(data, path)
+
+
+def model_dir_for(models_root: Path, model_name: str) -> Path:
+    """The folder of model `model_name` under `models_root`; ConfigurationError if it is absent."""
+    if not SAFE_NAME.match(model_name):
+        raise ConfigurationError(
+            f"model name {model_name!r} is not a plain folder name (letters, digits, '_', '-', '.')"
+        )
+    directory = models_root / model_name
+    if not (directory / MANIFEST_FILE).is_file():
+        available = sorted(p.parent.name for p in models_root.glob(f"*/{MANIFEST_FILE}"))
+        raise ConfigurationError(
+            f"no model {model_name!r} under {models_root} (expected {directory / MANIFEST_FILE}); "
+            f"models there: {', '.join(available) or 'none'}. Point the models root "
+            "(SCREENLAKE_MODELS) at the folder that holds the model, or train it with "
+            "`python -m models.train_reference`"
+        )
+    return directory
 
 
 def sha256_bytes(data: bytes) -> str:

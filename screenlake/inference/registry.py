@@ -23,7 +23,6 @@ from models.architectures import ARCHITECTURES
 from screenlake.errors import ConfigurationError, ModelIntegrityError
 from screenlake.inference.manifest import (
     MANIFEST_FILE,
-    SAFE_NAME,
     ModelManifest,
     load_manifest,
     sha256_bytes,
@@ -199,20 +198,3 @@ def _run_probe(
             "it must return one logit per image"
         )
     return out
-
-
-def model_dir_for(models_root: Path, model_name: str) -> Path:
-    """The folder of model `model_name` under `models_root`; ConfigurationError if it is absent."""
-    if not SAFE_NAME.match(model_name):
-        raise ConfigurationError(
-            f"model name {model_name!r} is not a plain folder name (letters, digits, '_', '-', '.')"
-        )
-    directory = models_root / model_name
-    if not (directory / MANIFEST_FILE).is_file():
-        available = sorted(p.parent.name for p in models_root.glob(f"*/{MANIFEST_FILE}"))
-        raise ConfigurationError(
-            f"no model {model_name!r} under {models_root} (expected {directory / MANIFEST_FILE}); "
-            f"models there: {', '.join(available) or 'none'}. Point the models root at the "
-            "folder that holds the model, or train it with `python -m models.train_reference`"
-        )
-    return directory

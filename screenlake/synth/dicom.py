@@ -150,13 +150,15 @@ def instance_dataset(
     return ds
 
 
-def set_pixels(ds: Dataset, image: np.ndarray) -> None:
-    """The image pixel module: 12-bit unsigned monochrome values stored in 16 bits."""
+def set_pixels(ds: Dataset, image: np.ndarray, bits_stored: int = 12) -> None:
+    """The image pixel module: monochrome values of `bits_stored` bits in 16-bit cells, signed
+    (PixelRepresentation 1) when `image` is a signed integer array."""
+    signed = np.issubdtype(image.dtype, np.signedinteger)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = image.shape
     ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = image.astype("<u2").tobytes()
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    ds.PixelData = image.astype("<i2" if signed else "<u2").tobytes()

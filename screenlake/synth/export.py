@@ -11,19 +11,21 @@ datasets, `bad_files` spoils a few folders; this module checks arguments and wri
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 from faker import Faker
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from screenlake.errors import ConfigurationError
 from screenlake.synth.bad_files import write_bad_files
 from screenlake.synth.modalities import ct_datasets, cxr_datasets
 from screenlake.synth.plan import PlannedStudy, plan_studies, series_dir
+from screenlake.synth.presets import DEMO, ImagePreset, encode, transfer_syntax
 
 
 @dataclass(frozen=True)
@@ -48,26 +50,36 @@ def generate_export(
     ct_slices: int = 24,
     ct_size: int = 96,
     cxr_size: int = 256,
+    preset: ImagePreset | None = None,
 ) -> ExportSummary:
     """Write a synthetic PACS export of `studies` studies into the empty folder `out`.
 
     Studies are spread over `days` days from `start_date`, half low-dose chest CT and half chest
     radiographs, about 35% positive. Ground truth goes to the CSV `labels_path`, outside `out`.
     Each day gets four bad files inside study folders. Same arguments give the same bytes.
+    Images are the demo's small ones, sized by `ct_slices`, `ct_size` and `cxr_size`, unless
+    `preset` (see `screenlake.synth.presets`) is given: then it alone sets sizes and storage.
     """
     out, labels_path = Path(out), Path(labels_path)
     _check_arguments(out, studies, seed, days, labels_path)
+    if preset is None:
+        preset = replace(
+            DEMO, ct_slices=ct_slices, ct_size=ct_size, cxr_rows=cxr_size, cxr_columns=cxr_size
+        )
+    elif (ct_slices, ct_size, cxr_size) != (DEMO.ct_slices, DEMO.ct_size, DEMO.cxr_rows):
+        raise ConfigurationError(
+            "give either a preset or ct_slices, ct_size and cxr_size, not both: the preset "
+            "sets the image sizes"
+        )
     fake = Faker("nl_NL")
     fake.seed_instance(seed)
     planned = plan_studies(fake, np.random.default_rng(seed), studies, start_date, days)
     instances = 0
     for study in planned:
-        if study.modality == "CT":
-            datasets = ct_datasets(study, seed, ct_slices, ct_size)
-        else:
-            datasets = cxr_datasets(study, seed, cxr_size)
+        datasets = _study_datasets(study, seed, preset)
+        syntax = transfer_syntax(preset, study)
         for number, ds in enumerate(datasets, start=1):
-            write_dataset(ds, series_dir(out, study) / f"IM{number:05d}.dcm")
+            write_dataset(ds, series_dir(out, study) / f"IM{number:05d}.dcm", syntax)
             instances += 1
     study_days = tuple(sorted({s.day for s in planned}))
     bad_files = 0
@@ -84,6 +96,12 @@ def generate_export(
         days=study_days,
         labels_path=labels_path,
     )
+
+
+def _study_datasets(study: PlannedStudy, seed: int, preset: ImagePreset) -> Iterator[Dataset]:
+    if study.modality == "CT":
+        return ct_datasets(study, seed, preset.ct_slices, preset.ct_size, preset.device_storage)
+    return cxr_datasets(study, seed, preset.cxr_rows, preset.cxr_columns, preset.dx_bits_stored)
 
 
 def _check_arguments(out: Path, studies: int, seed: int, days: int, labels_path: Path) -> None:
@@ -107,14 +125,17 @@ def _check_arguments(out: Path, studies: int, seed: int, days: int, labels_path:
         )
 
 
-def write_dataset(ds: Dataset, path: Path) -> None:
-    """Write `ds` as a DICOM file with the file meta a PACS export gives it."""
+def write_dataset(ds: Dataset, path: Path, syntax: UID = ExplicitVRLittleEndian) -> None:
+    """Write `ds` as a DICOM file with the file meta a PACS export gives it, its uncompressed
+    pixel data encoded losslessly to `syntax` when that is a compressed syntax."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.SourceApplicationEntityTitle = "PACSEXPORT"
     ds.file_meta = meta
+    if syntax.is_compressed:
+        encode(ds, syntax)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 

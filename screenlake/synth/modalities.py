@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -15,7 +15,14 @@ from screenlake.synth.dicom import (
     series_module,
     set_pixels,
 )
-from screenlake.synth.images import chest_radiograph, ct_stored_values, ct_volume
+from screenlake.synth.images import (
+    CT_PADDING_VALUE,
+    ct_phantom,
+    ct_slices,
+    ct_stored_signed,
+    ct_stored_values,
+    detector_radiograph,
+)
 from screenlake.synth.people import age_on
 from screenlake.synth.plan import PlannedStudy
 
@@ -23,23 +30,37 @@ CT_FIELD_OF_VIEW_MM = 360.0
 CXR_FIELD_OF_VIEW_MM = 430.0
 
 
-def ct_datasets(study: PlannedStudy, seed: int, slices: int, size: int) -> Iterator[Dataset]:
-    """The axial series of a low-dose chest CT, superior slice first."""
+def ct_datasets(
+    study: PlannedStudy, seed: int, slices: int, size: int, device_storage: bool = False
+) -> Iterator[Dataset]:
+    """The axial series of a low-dose chest CT, superior slice first.
+
+    With `device_storage`, slices are made as they are written (a 300-slice series never sits
+    in memory whole) and stored as signed int16 with padding outside the reconstruction circle.
+    """
     rng = np.random.default_rng([seed, int(study.accession)])
-    volume = ct_volume(rng, study.positive, slices=slices, size=size)
-    stored = ct_stored_values(volume.hounsfield)
+    phantom = ct_phantom(rng, study.positive, slices=slices, size=size)
+    hounsfield: Iterable[np.ndarray]
+    if device_storage:
+        hounsfield = ct_slices(phantom, rng)
+        # The table position cannot wait for every slice's noise: it gets its own stream.
+        table_rng = np.random.default_rng([seed, int(study.accession), 1])
+    else:
+        # The demo's bytes draw the table position after the whole volume's noise.
+        hounsfield = list(ct_slices(phantom, rng))
+        table_rng = rng
     spacing = CT_FIELD_OF_VIEW_MM / size
     # ct_volume draws slices twice as thick as pixels are wide.
     thickness = 2 * spacing
     corner = -CT_FIELD_OF_VIEW_MM / 2 + spacing / 2
-    z_top = round(-20.0 - 30.0 * float(rng.random()), 1)
+    z_top = round(-20.0 - 30.0 * float(table_rng.random()), 1)
     patient = study.patient
     comment = (
         f"LDCT screening ronde {study.visit} - {patient.full_name}, "
         f"{age_on(patient.birth_date, study.day)} jr. "
         f"Verwezen door {study.referrer.title} {study.referrer.family_name}."
     )
-    for k in range(slices):
+    for k, slice_hu in enumerate(hounsfield):
         ds = instance_dataset(study, seed, k + 1, study.start_s + 180 + 0.125 * k, comment)
         series_module(ds, study, seed, "Thorax lage dosis longkernel")
         ds.FrameOfReferenceUID = seeded_uid(seed, "frame", study.accession)
@@ -70,17 +91,29 @@ def ct_datasets(study: PlannedStudy, seed: int, slices: int, size: int) -> Itera
         ds.WindowCenter = "-600"
         ds.WindowWidth = "1500"
         ds.WindowCenterWidthExplanation = "LUNG"
-        set_pixels(ds, stored[k])
+        if device_storage:
+            set_pixels(ds, ct_stored_signed(slice_hu), bits_stored=16)
+            ds.PixelPaddingValue = CT_PADDING_VALUE
+        else:
+            set_pixels(ds, ct_stored_values(slice_hu))
         private_block(ds, study, str(ds.ProtocolName))
         yield ds
 
 
-def cxr_datasets(study: PlannedStudy, seed: int, size: int) -> Iterator[Dataset]:
-    """A PA chest radiograph, followed by a left lateral for some studies."""
+def cxr_datasets(
+    study: PlannedStudy, seed: int, size: int, columns: int | None = None, dx_bits_stored: int = 12
+) -> Iterator[Dataset]:
+    """A PA chest radiograph, followed by a left lateral for some studies.
+
+    Images have `size` rows and `columns` columns (default `size`); the longer side spans the
+    detector's field of view. DX images store `dx_bits_stored` bits, CR images 12.
+    """
     rng = np.random.default_rng([seed, int(study.accession)])
+    columns = size if columns is None else columns
+    bits = dx_bits_stored if study.modality == "DX" else 12
     views = ("PA", "LL") if study.lateral else ("PA",)
     description = "Thorax PA + LAT" if study.lateral else "Thorax PA"
-    spacing = format_ds(CXR_FIELD_OF_VIEW_MM / size)
+    spacing = format_ds(CXR_FIELD_OF_VIEW_MM / max(size, columns))
     for number, view in enumerate(views, start=1):
         comment = f"TB-screening {study.patient.full_name} ({study.patient.patient_id}), {view}"
         ds = instance_dataset(study, seed, number, study.start_s + 120 + 40 * number, comment)
@@ -95,11 +128,12 @@ def cxr_datasets(study: PlannedStudy, seed: int, size: int) -> Iterator[Dataset]
         ds.Exposure = "3" if view == "PA" else "5"
         ds.DistanceSourceToDetector = "1800"
         ds.ImagerPixelSpacing = ds.PixelSpacing = [spacing, spacing]
-        ds.WindowCenter = "2048"
-        ds.WindowWidth = "4096"
+        ds.WindowCenter = str(2 ** (bits - 1))
+        ds.WindowWidth = str(2**bits)
         if study.modality == "DX":
             _dx_attributes(ds)
-        set_pixels(ds, chest_radiograph(rng, study.positive, size=size))
+        image = detector_radiograph(rng, study.positive, size, columns, bits)
+        set_pixels(ds, image, bits_stored=bits)
         private_block(ds, study, str(ds.ProtocolName))
         yield ds
 

@@ -103,7 +103,7 @@ def test_an_installed_copy_runs_a_partition_and_answers_sql(
     python, cli = str(installed / "bin/python"), str(installed / "bin/screenlake")
     _run(
         [cli, "synth", "--out", "var/drop", "--studies", "4", "--seed", "5", "--days", "1"]
-        + ["--labels", "labels.csv"],
+        + ["--size", "demo", "--labels", "labels.csv"],
         cwd=site,
         env=site_env,
     )

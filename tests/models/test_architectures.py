@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from models import ARCHITECTURE_NAMES
 from models.architectures import ARCHITECTURES, INPUT_SIZE, build
 from models.train_reference import auc, choose_threshold, sensitivity_specificity
 
@@ -30,6 +31,11 @@ def test_architecture_is_small(key: str) -> None:
     parameters = sum(p.numel() for p in build(key).parameters())
     # 4 bytes each: committed weights stay under 1.6 MB.
     assert parameters < 400_000
+
+
+def test_manifests_accept_exactly_the_architectures_there_are() -> None:
+    # Manifests are validated against ARCHITECTURE_NAMES so that reading one needs no torch.
+    assert sorted(ARCHITECTURE_NAMES) == sorted(ARCHITECTURES)
 
 
 def test_unknown_architecture_names_the_known_ones() -> None:

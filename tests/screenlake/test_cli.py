@@ -127,10 +127,11 @@ def test_query_without_a_lake_is_a_clear_error(
 def test_synth_writes_an_export_and_refuses_to_mix_two(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["synth", "--out", str(tmp_path / "drop"), "--studies", "2", "--seed", "3"]) == 0
+    args = ["synth", "--out", str(tmp_path / "drop"), "--studies", "2", "--seed", "3"]
+    assert main([*args, "--size", "demo"]) == 0
     assert "2 studies" in capsys.readouterr().out
     assert (tmp_path / "drop-labels.csv").exists()
-    assert main(["synth", "--out", str(tmp_path / "drop"), "--studies", "2", "--seed", "3"]) == 2
+    assert main([*args, "--size", "demo"]) == 2
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import warnings
 from datetime import date, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from screenlake.findings_report import (
     SCORE,
     THRESHOLD,
     TRIAGE_FLAG,
+    FindingsReportBuilder,
     StudyFinding,
     findings_report,
 )
@@ -249,3 +251,133 @@ def test_evidence_from_another_study_or_patient_is_refused() -> None:
     with pytest.raises(ValueError, match=r"evidence\[0\] names another PatientID") as refused:
         _build(_finding(evidence=[other_patient]))
     assert "1111111" not in str(refused.value) and "7654321" not in str(refused.value)
+
+
+# --- one builder for a run's reports --------------------------------------------------------
+
+
+def _written(report: pydicom.Dataset) -> bytes:
+    out = io.BytesIO()
+    report.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _varied_findings() -> list[StudyFinding]:
+    """Findings that differ in every way a report can: patient, evidence, rank, flag,
+    programme, model, character set; each its own study."""
+    studies = [f"1.2.826.0.1.3680043.8.498.{2000 + i}" for i in range(8)]
+
+    def slices(study: str, series: str, count: int) -> list[pydicom.Dataset]:
+        return [ct_slice(study_uid=study, series_uid=series, z=2.5 * z) for z in range(count)]
+
+    return [
+        _finding(original_study_instance_uid=studies[0], evidence=slices(studies[0], "1.2.3.1", 3)),
+        _finding(original_study_instance_uid=studies[1]),
+        _finding(
+            original_study_instance_uid=studies[2],
+            patient_name=None,
+            patient_birth_date=None,
+            patient_sex=None,
+            accession_number=None,
+            study_date=None,
+            priority_rank=None,
+        ),
+        _finding(
+            original_study_instance_uid=studies[3], patient_name="Müller^Jörg", patient_id="8"
+        ),
+        _finding(
+            original_study_instance_uid=studies[4],
+            evidence=slices(studies[4], "1.2.3.5", 2) + slices(studies[4], "1.2.3.6", 1),
+            score=0.2,
+            flag=False,
+            priority_rank=7,
+        ),
+        _finding(
+            original_study_instance_uid=studies[5],
+            programme="cxr_tb",
+            model_name="cxr_tb_reference",
+            model_version="2.0.0",
+            weights_sha256="F" * 64,
+            threshold=0.3,
+            study_date=date(2023, 1, 2),
+        ),
+        _finding(original_study_instance_uid=studies[6], patient_name="Ådne", patient_sex="O"),
+        _finding(
+            original_study_instance_uid=studies[7], patient_id="1", patient_birth_date="20000229"
+        ),
+    ]
+
+
+@pytest.mark.parametrize("institution_name", [None, "Ziekenhuis Oost"])
+def test_builder_builds_what_findings_report_builds(institution_name: str | None) -> None:
+    builder = FindingsReportBuilder(manufacturer="screenlake", institution_name=institution_name)
+    for index, finding in enumerate(_varied_findings()):
+        uids = {"series_instance_uid": f"2.25.{index}1", "sop_instance_uid": f"2.25.{index}2"}
+        when = datetime(2024, 3, 13 + index, 8, index, 15)
+        expected = findings_report(
+            finding, **uids, content_datetime=when, institution_name=institution_name
+        )
+        built = builder.build(finding, **uids, content_datetime=when)
+        assert built == expected, index
+        assert built.file_meta == expected.file_meta, index
+        assert _written(built) == _written(expected), index
+
+
+def test_builder_runs_highdicoms_document_constructor_once_per_character_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    constructed = []
+    original = hd.sr.ComprehensiveSR
+
+    def counting(*args: Any, **kwargs: Any) -> hd.sr.ComprehensiveSR:
+        constructed.append(kwargs["specific_character_set"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(hd.sr, "ComprehensiveSR", counting)
+    builder = FindingsReportBuilder()
+    findings = _varied_findings()
+    for index, finding in enumerate(findings):
+        builder.build(
+            finding,
+            series_instance_uid=f"2.25.{index}1",
+            sop_instance_uid=f"2.25.{index}2",
+            content_datetime=WHEN,
+        )
+    assert sorted(constructed, key=str) == ["ISO_IR 192", None]  # once each
+
+
+def test_reports_of_one_builder_share_nothing_that_can_change() -> None:
+    builder = FindingsReportBuilder()
+    finding = _varied_findings()[0]
+    args = {
+        "series_instance_uid": SERIES_UID,
+        "sop_instance_uid": "2.25.9",
+        "content_datetime": WHEN,
+    }
+    first = builder.build(finding, **args)
+    expected = _written(findings_report(finding, **args))
+    first.ContributingEquipmentSequence[0].Manufacturer = "changed"
+    first.CodingSchemeIdentificationSequence[0].CodingSchemeName = "changed"
+    first.file_meta.ImplementationVersionName = "changed"
+    first.ConceptNameCodeSequence[0].CodeMeaning = "changed"
+    assert _written(builder.build(finding, **args)) == expected
+
+
+def test_builder_refuses_what_findings_report_refuses() -> None:
+    builder = FindingsReportBuilder()
+    with pytest.raises(ValueError, match="flag is False but score"):
+        builder.build(
+            _finding(flag=False),
+            series_instance_uid=SERIES_UID,
+            sop_instance_uid=SOP_UID,
+            content_datetime=WHEN,
+        )
+    with pytest.raises(ValueError, match=r"evidence\[0\] belongs to another study"):
+        builder.build(
+            _finding(evidence=[ct_slice(study_uid="1.2.3.999")]),
+            series_instance_uid=SERIES_UID,
+            sop_instance_uid=SOP_UID,
+            content_datetime=WHEN,
+        )
+    with pytest.raises(ValueError, match="manufacturer is longer than 64"):
+        FindingsReportBuilder(manufacturer="m" * 65)

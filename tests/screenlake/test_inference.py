@@ -24,9 +24,15 @@ from pydicom.uid import (
 
 from models import bundled_models_root
 from models.architectures import build
+from resources.models import ModelRegistry
 from screenlake.errors import ConfigurationError, ModelIntegrityError, UnreadableInstanceError
 from screenlake.fsutil import sha256_of
-from screenlake.inference.manifest import ModelManifest, load_manifest, parse_manifest
+from screenlake.inference.manifest import (
+    ModelManifest,
+    load_manifest,
+    model_dir_for,
+    parse_manifest,
+)
 from screenlake.inference.predict import (
     aggregate_study_scores,
     predict_instances,
@@ -37,7 +43,6 @@ from screenlake.inference.preprocess import instance_tensor, window
 from screenlake.inference.registry import (
     LoadedModel,
     load_model,
-    model_dir_for,
     resolve_device,
 )
 from screenlake.synth.images import chest_radiograph, ct_stored_values, ct_volume
@@ -395,6 +400,44 @@ def test_cuda_device_refused_without_cuda() -> None:
 def test_package_import_does_not_import_torch() -> None:
     code = "import sys, screenlake.inference; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_manifest_module_and_registry_resource_do_not_import_torch() -> None:
+    code = (
+        "import sys, screenlake.inference.manifest, resources.models; "
+        "resources.models.ModelRegistry().manifest_for('cxr_tb'); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_manifest_for_reads_the_programmes_configured_model(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(models / "cxr_tb_reference", models / "hospital_cxr_v3")
+    manifest = _manifest(name="hospital_cxr_v3", version="3.0.0")
+    (models / "hospital_cxr_v3" / "manifest.json").write_text(json.dumps(manifest))
+
+    bundled = ModelRegistry(models_root=str(models))
+    assert bundled.manifest_for("cxr_tb") == load_manifest(
+        MODELS / "cxr_tb_reference" / "manifest.json"
+    )
+    chosen = ModelRegistry(models_root=str(models), programme_models={"cxr_tb": "hospital_cxr_v3"})
+    assert (chosen.manifest_for("cxr_tb").name, chosen.manifest_for("cxr_tb").version) == (
+        "hospital_cxr_v3",
+        "3.0.0",
+    )
+    assert chosen.manifest_for("lung_ldct").name == "lung_ldct_reference"
+
+
+def test_manifest_for_refuses_a_missing_model_or_a_bad_manifest(tmp_path: Path) -> None:
+    missing = ModelRegistry(models_root=str(tmp_path), programme_models={"cxr_tb": "nowhere"})
+    with pytest.raises(ConfigurationError, match="no model 'nowhere'.*SCREENLAKE_MODELS"):
+        missing.manifest_for("cxr_tb")
+    directory = _copy_model("cxr_tb_reference", tmp_path)
+    (directory / "manifest.json").write_text(json.dumps(_manifest(threshold=1.5)))
+    with pytest.raises(ModelIntegrityError, match="'threshold' is 1.5"):
+        ModelRegistry(models_root=str(tmp_path)).manifest_for("cxr_tb")
 
 
 def test_registry_does_not_import_boto3() -> None:

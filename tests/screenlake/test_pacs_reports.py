@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from screenlake.errors import VaultError
+from screenlake.findings_report import findings_report
 from screenlake.pacs.store import WRITTEN_TO_OUTBOX, StoreOutcome
 from screenlake.pacs_reports import (
     Patient,
@@ -137,6 +138,32 @@ def test_reports_cite_the_landed_images_of_their_own_study_only(tmp_path: Path) 
         for item in series.ReferencedSOPSequence
     }
     assert cited == {ds.SOPInstanceUID for ds in ours}
+
+
+def test_a_runs_reports_are_what_findings_report_builds_for_each(tmp_path: Path) -> None:
+    flags = (True, False, True, True)
+    uids = [f"{ORIGINAL}{i}" for i in range(len(flags))]
+    for index, study in enumerate(uids):
+        write(ct_slice(study_uid=study, patient_id=f"P{index}"), tmp_path / f"{index}.dcm")
+    manifest = pl.DataFrame(
+        {"study_instance_uid": uids, "landed_path": [f"{i}.dcm" for i in range(len(uids))]}
+    ).with_columns(problem=pl.lit(None, pl.String))
+    patients = {uids[3]: Patient("Müller^Jörg", None, "M")}
+    pending = pending_reports(_findings(flags), _vault(len(flags)), patients)
+    pending = with_evidence(pending, evidence_by_study(manifest, tmp_path, uids[:3]))
+
+    reports = build_reports(pending, KEY)
+
+    assert len(reports) == 3 and "CurrentRequestedProcedureEvidenceSequence" not in reports[2]
+    for item, report in zip(pending, reports, strict=True):
+        series, sop = report_uids(KEY, item.finding.original_study_instance_uid, "1.2.0")
+        expected = findings_report(
+            item.finding,
+            series_instance_uid=series,
+            sop_instance_uid=sop,
+            content_datetime=item.validated_at,
+        )
+        assert report == expected and report.file_meta == expected.file_meta
 
 
 def test_a_source_that_cannot_store_leaves_the_reports_in_the_outbox(tmp_path: Path) -> None:
