@@ -75,7 +75,8 @@ class ZoneStore(dg.ConfigurableResource):
         base = self._local_root()
         target = (base / str(relative)).resolve()
         if target != base and base not in target.parents:
-            raise ValueError(f"path {relative!s} leaves the {self.name} zone")
+            # The path itself is not quoted: in the PHI zone it may come from a drop's names.
+            raise ValueError(f"a path asked of the {self.name} zone leaves the {self.name} zone")
         return target
 
     def uri(self, relative: PurePosixPath | str = "") -> str:
