@@ -13,19 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import sys
-import threading
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
 from multiprocessing import Pool
 from pathlib import Path, PurePosixPath
-from typing import Self
 
-import psutil
 import pydicom
+from _memory import TreeSampler, own_peak_rss
 
 TOOLS = ("headers", "plain", "screenlake", "deid", "dicognito")
 BENCHMARK_KEY = "screenlake-benchmark-pseudonym-key-0123456789abcdef"
@@ -57,52 +53,6 @@ _DELETED = (
 PLAIN_TAG_ACTIONS = len(_BLANKED) + len(_DELETED)
 
 _state: dict[str, object] = {}
-
-
-class PeakSampler:
-    """Samples the RSS summed over this process and its descendants, keeping the peak."""
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.peak = 0
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_info().rss
-                except psutil.Error:
-                    continue  # a worker that exited between the listing and the read
-            self.peak = max(self.peak, total)
-            self._stop.wait(self._interval)
-
-
-def own_peak_rss() -> int:
-    """This process's peak RSS in bytes.
-
-    Linux carries `ru_maxrss` across exec, so a child started from a big parent would report
-    the parent's peak; VmHWM belongs to the new program alone. Forked pool workers are counted
-    by the sampler instead, as the sum they hold together.
-    """
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _headers(path: Path, out: Path) -> None:
@@ -240,7 +190,7 @@ def main() -> None:
         import screenlake.deid.batch  # noqa: F401
     elif args.tool in ("deid", "dicognito"):
         __import__({"deid": "deid.dicom", "dicognito": "dicognito.anonymizer"}[args.tool])
-    with PeakSampler() as sampler:
+    with TreeSampler(interval=0.02) as sampler:
         started = time.perf_counter()
         if args.tool == "screenlake":
             figures = run_screenlake(paths, args.out, args.workers)
@@ -252,7 +202,7 @@ def main() -> None:
         tool=args.tool,
         workers=args.workers,
         seconds=seconds,
-        peak_bytes=max(own, sampler.peak),
+        peak_bytes=max(own, sampler.tree_peak(os.getpid())),
         own_peak_bytes=own,
     )
     args.result.write_text(json.dumps(figures))

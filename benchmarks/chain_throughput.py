@@ -1,23 +1,34 @@
 """Print where a night's time and memory go through every asset of the screening job: one day of
-a synthetic export (both programmes) in a real Dagster run, in one process and with Dagster's
-multiprocess executor.
+a synthetic export (both programmes) in real Dagster runs, in one process, with Dagster's
+multiprocess executor, and launched as a backfill through the webserver and the daemon.
 
 Usage: .venv/bin/python benchmarks/chain_throughput.py [--preset real|demo] [--ct-slices N]
-           [--studies 40] [--days 1] [--modes in_process,multiprocess] [--keep]
+           [--ldct-studies 20] [--cxr-studies 200] [--days 1]
+           [--modes in_process,multiprocess,daemon] [--keep]
 
-The export is half low-dose CT, half radiographs (`generate_export`), so the default 40 studies
-are 20 LDCT series and 20 radiographs. Each mode starts from empty zones and a fresh Dagster
-instance in the work folder (under the system temp folder), and runs the day's partitions one
-after the other. Figures:
+The default night is 20 low-dose CT studies of 300 slices of 512x512 and 200 radiographs at
+detector size (several GB; `screenlake synth --size real`), backdated three hours as a night's
+drop is when its run starts. Each mode starts from empty zones and a fresh Dagster instance in
+the work folder (under the system temp folder):
+
+- `in_process`: the day's partitions one after the other, each a run in this process;
+- `multiprocess`: the same with the multiprocess executor (`execute_job`), a process per step;
+- `daemon`: a fresh stack (PostgreSQL, code server, daemon, webserver; `deploy/dagster.yaml`)
+  and the day's partitions as one backfill launched through the webserver's GraphQL API as the
+  UI launches it; the daemon's run queue starts the runs together, each with the multiprocess
+  executor. Its span against the multiprocess mode's runs summed shows what running the two
+  partitions at once buys.
+
+Figures:
 
 - per step: seconds from STEP_START to STEP_SUCCESS summed over the partitions, and peak memory:
   the largest sampled RSS (every 50 ms) summed over the step's process and its descendants, and
-  for a step in its own process (multiprocess) also that process's VmHWM. In one process every
-  step shares the run's process, so a step's peak is the whole process's RSS during the step.
+  for a step in its own process also that process's VmHWM. In one process every step shares
+  the run's process, so a step's peak is the whole process's RSS during the step.
 - per mode: wall seconds, instances per second end to end, seconds inside step compute (the
-  union of step intervals) and outside it (run start-up, step process spawns, event writes), the
-  process's own peak RSS, and the essential share: landing + de-identification + inference
-  seconds over all step seconds.
+  union of a run's step intervals) and outside it (run start-up, step process spawns, event
+  writes), the runs' seconds summed and their span, this process's own peak RSS, and the
+  essential share: landing + de-identification + inference seconds over all step seconds.
 
 The last line holds every figure as name=value pairs.
 """
@@ -30,23 +41,24 @@ import secrets
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from unittest import mock
 
 import dagster as dg
-import psutil
-from backfill_throughput import partitions_of, run_timing
+from _memory import TreeSampler, reset_own_peak, vm_hwm
+from backfill_throughput import REPO, partitions_of, run_timing
 from cryptography.fernet import Fernet
 
+from screenlake.devservers.process import free_port
+from screenlake.devservers.stack import Stack
 from screenlake.synth.export import generate_export
 from screenlake.synth.presets import PRESETS, image_preset
 
 JOB = "screening_pipeline"
-MODES = ("in_process", "multiprocess")
+MODES = ("in_process", "multiprocess", "daemon")
 LANDING = ("raw_instances",)
 DEIDENTIFICATION = ("deidentified_instances",)
 INFERENCE_GROUP = "infer"
@@ -83,75 +95,6 @@ def essential_steps() -> dict[str, tuple[str, ...]]:
     return {"landing": LANDING, "deidentification": DEIDENTIFICATION, "inference": inference}
 
 
-def _vm_hwm(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass  # the process ended between the listing and the read
-    return 0
-
-
-def _reset_own_peak() -> None:
-    # Linux resets VmHWM on "5" (since 4.0), so each mode's own peak is its own.
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-class TreeSampler:
-    """Samples RSS and parent of this process and every descendant; keeps each one's VmHWM."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.samples: list[tuple[float, dict[int, tuple[int, int]]]] = []
-        self.hwm: dict[int, int] = {}
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            now, sample = time.time(), {}
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    sample[process.pid] = (process.ppid(), process.memory_info().rss)
-                except psutil.Error:
-                    continue
-                if process.pid != me.pid:
-                    self.hwm[process.pid] = max(self.hwm.get(process.pid, 0), _vm_hwm(process.pid))
-            self.samples.append((now, sample))
-            self._stop.wait(self._interval)
-
-    def tree_peak(self, root: int, start: float, end: float) -> int:
-        """Largest sampled RSS summed over `root` and its descendants between start and end."""
-        peak = 0
-        for when, sample in self.samples:
-            # One interval of slack either side, so a step shorter than it still gets a sample.
-            if not start - self._interval <= when <= end + self._interval:
-                continue
-            children: dict[int, list[int]] = defaultdict(list)
-            for pid, (ppid, _) in sample.items():
-                children[ppid].append(pid)
-            total, stack = 0, [root]
-            while stack:
-                pid = stack.pop()
-                total += sample.get(pid, (0, 0))[1]
-                stack.extend(children.get(pid, ()))
-            peak = max(peak, total)
-        return peak
-
-
 @dataclass
 class ModeResult:
     """One mode's runs: wall time, step seconds and peaks, and where the run time went."""
@@ -163,6 +106,12 @@ class ModeResult:
     own_peak: int = 0
     step_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     step_peak: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    run_spans: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def runs_span_s(self) -> float:
+        """From the first run's start to the last run's end."""
+        return max(e for _, e in self.run_spans) - min(s for s, _ in self.run_spans)
 
     @property
     def outside_steps_s(self) -> float:
@@ -179,6 +128,9 @@ def _record_steps(
     result: ModeResult, instance: dg.DagsterInstance, run_id: str, sampler: TreeSampler
 ) -> None:
     timing = run_timing(instance, run_id)
+    record = instance.get_run_record_by_id(run_id)
+    assert record is not None and record.start_time and record.end_time
+    result.run_spans.append((record.start_time, record.end_time))
     result.run_wall_s += timing.wall_s
     result.in_steps_s += timing.in_steps_s
     started: dict[str, tuple[float, int]] = {}
@@ -208,17 +160,21 @@ def configure(mode: str, root: Path, drop: Path) -> None:
             "SCREENLAKE_PHI_ZONE": str(root / "phi"),
             "SCREENLAKE_RESEARCH_ZONE": str(root / "research"),
             "SCREENLAKE_MODELS": "bundled",
-            "SCREENLAKE_EXECUTOR": mode,
+            "SCREENLAKE_EXECUTOR": "multiprocess" if mode == "daemon" else mode,
         }
     )
 
 
 def run_mode(mode: str, root: Path, drop: Path, partitions: list[str]) -> ModeResult:
-    """The day's partitions one after the other under `mode`, from empty zones."""
+    """The day's partitions under `mode`, from empty zones: one after the other in this process
+    (`in_process`) or with the multiprocess executor (`multiprocess`), or all at once as a
+    backfill through a fresh stack's webserver and daemon (`daemon`)."""
     configure(mode, root, drop)
+    if mode == "daemon":
+        return _run_on_stack(root, partitions)
     (root / "dagster").mkdir(parents=True, exist_ok=True)
     result = ModeResult(mode)
-    _reset_own_peak()
+    reset_own_peak()
     with (
         dg.DagsterInstance.local_temp(
             str(root / "dagster"), overrides={"telemetry": {"enabled": False}}
@@ -244,9 +200,36 @@ def run_mode(mode: str, root: Path, drop: Path, partitions: list[str]) -> ModeRe
             run_ids.append(run.run_id)
             print(f"  {mode} {key}: done", flush=True)
         result.wall_s = time.perf_counter() - started
-        result.own_peak = max(_vm_hwm(os.getpid()), 0)
+        result.own_peak = vm_hwm()
         for run_id in run_ids:
             _record_steps(result, instance, run_id, sampler)
+    return result
+
+
+def _run_on_stack(root: Path, partitions: list[str]) -> ModeResult:
+    """The partitions as one backfill launched through the webserver of a fresh stack
+    (PostgreSQL, code server, daemon), as the UI launches it; the daemon's run queue starts
+    them together, each with the multiprocess executor."""
+    ports = {name: free_port() for name in ("postgres", "redis", "code_server", "webserver")}
+    stack = Stack(root / "stack", REPO / "deploy", dict(os.environ), ports)
+    result = ModeResult("daemon")
+    with TreeSampler() as sampler:
+        try:
+            stack.start()
+            started = time.perf_counter()
+            backfill = stack.webserver.launch_backfill(JOB, partitions)
+            runs = stack.webserver.wait_for_backfill(backfill, len(partitions), timeout_s=7200)
+            result.wall_s = time.perf_counter() - started
+            result.own_peak = vm_hwm()
+            failed = [r["runId"] for r in runs if r["status"] != "SUCCESS"]
+            if failed:
+                raise SystemExit(f"daemon: runs failed: {failed}; see {root / 'stack' / 'logs'}")
+            print(f"  daemon: {len(runs)} runs done", flush=True)
+            with mock.patch.dict(os.environ, stack.env()), dg.DagsterInstance.get() as instance:
+                for run in runs:
+                    _record_steps(result, instance, run["runId"], sampler)
+        finally:
+            stack.stop()
     return result
 
 
@@ -269,16 +252,18 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
     print()
     print(
         f"{'mode':<13} {'wall s':>7} {'inst/s':>7} {'step s':>7} {'in steps':>9} "
-        f"{'outside':>8} {'own peak MB':>11} {'essential':>9}"
+        f"{'outside':>8} {'outside %':>9} {'runs s':>7} {'span s':>7} {'own peak MB':>11} "
+        f"{'essential':>9}"
     )
     for r in results:
         rate = instances / r.wall_s
         share = r.essential_share(stages)
         total_steps = sum(r.step_s.values())
+        outside_pct = 100 * r.outside_steps_s / r.run_wall_s
         print(
             f"{r.mode:<13} {r.wall_s:>7.1f} {rate:>7.2f} {total_steps:>7.1f} "
-            f"{r.in_steps_s:>9.1f} {r.outside_steps_s:>8.1f} {r.own_peak / MB:>11.0f} "
-            f"{share:>9.2f}"
+            f"{r.in_steps_s:>9.1f} {r.outside_steps_s:>8.1f} {outside_pct:>9.1f} "
+            f"{r.run_wall_s:>7.1f} {r.runs_span_s:>7.1f} {r.own_peak / MB:>11.0f} {share:>9.2f}"
         )
         figures.update(
             {
@@ -286,6 +271,9 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
                 f"{r.mode}_instances_per_s": round(rate, 2),
                 f"{r.mode}_step_s": round(total_steps, 1),
                 f"{r.mode}_outside_steps_s": round(r.outside_steps_s, 1),
+                f"{r.mode}_outside_steps_pct": round(outside_pct, 1),
+                f"{r.mode}_runs_s": round(r.run_wall_s, 1),
+                f"{r.mode}_runs_span_s": round(r.runs_span_s, 1),
                 f"{r.mode}_own_peak_mb": round(r.own_peak / MB),
                 f"{r.mode}_max_step_peak_mb": round(max(r.step_peak.values()) / MB),
                 f"{r.mode}_essential_share": round(share, 3),
@@ -294,10 +282,20 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
         for stage, keys in stages.items():
             figures[f"{r.mode}_{stage}_s"] = round(sum(r.step_s.get(k, 0.0) for k in keys), 1)
     print(
-        "(step s = sum of step seconds; in steps = their union over time; outside = run wall -"
-        " in steps; own peak = this process's VmHWM during the mode)"
+        "(step s = sum of step seconds; in steps = the union of a run's steps over time, summed"
+        " over runs; outside = runs s - in steps; runs s = the runs' wall seconds summed; span s ="
+        " first run start to last run end, less than runs s when runs overlap; own peak = this"
+        " process's VmHWM during the mode)"
     )
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def _backdate(drop: Path, hours: float) -> None:
+    """Make the export look written `hours` ago, as a night's drop is by the time its run
+    starts: listing waits out a drop changed within the settle time (30 s in production)."""
+    then = time.time() - hours * 3600
+    for path in drop.rglob("*"):
+        os.utime(path, (then, then), follow_symlinks=False)
 
 
 def main() -> None:
@@ -305,7 +303,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="real")
     parser.add_argument("--ct-slices", type=int, help="CT slices per series (default: preset's)")
-    parser.add_argument("--studies", type=int, default=40, help="studies, half LDCT half CXR")
+    parser.add_argument("--ldct-studies", type=int, default=20, help="low-dose CT studies")
+    parser.add_argument("--cxr-studies", type=int, default=200, help="chest radiograph studies")
     parser.add_argument("--days", type=int, default=1, help="days of studies (2 partitions each)")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -314,10 +313,13 @@ def main() -> None:
     unknown = set(modes) - set(MODES)
     if unknown:
         parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
-    if args.studies < 2 or args.days < 1:
-        parser.error("--studies must be at least 2 and --days at least 1")
+    studies = args.ldct_studies + args.cxr_studies
+    if min(args.ldct_studies, args.cxr_studies) < 1 or args.days < 1:
+        parser.error("give at least one study of each programme and one day")
     preset = image_preset(args.preset, args.ct_slices)
     root = Path(tempfile.mkdtemp(prefix="screenlake-chain-"))
+    # The daemon mode's PostgreSQL runs as its own account when we are root: it walks in here.
+    root.chmod(0o711)
     os.environ.update(
         {
             "SCREENLAKE_PSEUDONYM_KEY": secrets.token_hex(32),
@@ -328,12 +330,14 @@ def main() -> None:
         started = time.perf_counter()
         summary = generate_export(
             root / "drop",
-            studies=args.studies,
+            studies=studies,
             seed=5,
             labels_path=root / "labels.csv",
             days=args.days,
             preset=preset,
+            ldct_share=args.ldct_studies / studies,
         )
+        _backdate(root / "drop", hours=3)
         size = sum(p.stat().st_size for p in (root / "drop").rglob("*") if p.is_file())
         partitions = partitions_of(args.days)
         print(

@@ -39,6 +39,7 @@ def _synth(args: argparse.Namespace) -> int:
         start_date=args.start_date,
         days=args.days,
         preset=preset,
+        ldct_share=args.ldct_share,
     )
     print(
         f"synthetic export ({preset.name} sizes): {summary.studies} studies of "
@@ -291,6 +292,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     synth.add_argument(
         "--ct-slices", type=int, help="CT slices a study (default: 300 real, 24 demo)"
+    )
+    synth.add_argument(
+        "--ldct-share",
+        type=float,
+        default=0.5,
+        help="share of the studies that are lung CT, the rest chest radiographs (default 0.5)",
     )
     synth.set_defaults(run=_synth)
 

@@ -51,17 +51,20 @@ def generate_export(
     ct_size: int = 96,
     cxr_size: int = 256,
     preset: ImagePreset | None = None,
+    ldct_share: float = 0.5,
 ) -> ExportSummary:
     """Write a synthetic PACS export of `studies` studies into the empty folder `out`.
 
-    Studies are spread over `days` days from `start_date`, half low-dose chest CT and half chest
-    radiographs, about 35% positive. Ground truth goes to the CSV `labels_path`, outside `out`.
+    Studies are spread over `days` days from `start_date`, `ldct_share` of them low-dose chest
+    CT (half by default) and the rest chest radiographs, about 35% positive. Ground truth goes to the CSV `labels_path`, outside `out`.
     Each day gets four bad files inside study folders. Same arguments give the same bytes.
     Images are the demo's small ones, sized by `ct_slices`, `ct_size` and `cxr_size`, unless
     `preset` (see `screenlake.synth.presets`) is given: then it alone sets sizes and storage.
     """
     out, labels_path = Path(out), Path(labels_path)
     _check_arguments(out, studies, seed, days, labels_path)
+    if not 0.0 <= ldct_share <= 1.0:
+        raise ConfigurationError(f"ldct_share must be between 0 and 1; got {ldct_share}")
     if preset is None:
         preset = replace(
             DEMO, ct_slices=ct_slices, ct_size=ct_size, cxr_rows=cxr_size, cxr_columns=cxr_size
@@ -73,7 +76,7 @@ def generate_export(
         )
     fake = Faker("nl_NL")
     fake.seed_instance(seed)
-    planned = plan_studies(fake, np.random.default_rng(seed), studies, start_date, days)
+    planned = plan_studies(fake, np.random.default_rng(seed), studies, start_date, days, ldct_share)
     instances = 0
     for study in planned:
         datasets = _study_datasets(study, seed, preset)

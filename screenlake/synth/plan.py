@@ -66,13 +66,17 @@ def _patient_days(rng: np.random.Generator, studies: int, days: int) -> list[tup
     return [plans[int(i)] for i in rng.permutation(len(plans))]
 
 
-def _programmes(rng: np.random.Generator, visit_counts: list[int]) -> list[str]:
-    """A programme per patient, keeping the two programmes' study counts level."""
+def _programmes(rng: np.random.Generator, visit_counts: list[int], ldct_share: float) -> list[str]:
+    """A programme per patient, keeping each programme's study count at its share of the whole
+    (`ldct_share` for lung CT, the rest chest radiographs)."""
+    shares = {LUNG_LDCT: ldct_share, CXR_TB: 1.0 - ldct_share}
     totals = {LUNG_LDCT: 0, CXR_TB: 0}
     chosen = []
     for count in visit_counts:
-        low = min(totals.values())
-        candidates = [name for name, total in totals.items() if total == low]
+        # A programme's load is its studies so far over its share; the least loaded is next.
+        load = {n: totals[n] / shares[n] for n in totals if shares[n] > 0}
+        low = min(load.values())
+        candidates = [name for name, value in load.items() if value == low]
         pick = candidates[int(rng.integers(len(candidates)))]
         totals[pick] += count
         chosen.append(pick)
@@ -101,12 +105,18 @@ def _unique_number(fake: Faker, digits: int, taken: set[str]) -> str:
 
 
 def plan_studies(
-    fake: Faker, rng: np.random.Generator, studies: int, start: date, days: int
+    fake: Faker,
+    rng: np.random.Generator,
+    studies: int,
+    start: date,
+    days: int,
+    ldct_share: float = 0.5,
 ) -> list[PlannedStudy]:
-    """Draw patients, programmes, labels, dates and staff for every study, in export order."""
+    """Draw patients, programmes, labels, dates and staff for every study, in export order;
+    about `ldct_share` of the studies are lung CT, the rest chest radiographs."""
     institution = fake_institution(fake)
     patient_days = _patient_days(rng, studies, days)
-    programmes = _programmes(rng, [len(d) for d in patient_days])
+    programmes = _programmes(rng, [len(d) for d in patient_days], ldct_share)
     visits = [(p, v, d) for p, ds in enumerate(patient_days) for v, d in enumerate(ds, start=1)]
     positives = _positives(rng, [programmes[p] for p, _, _ in visits])
     patient_ids: set[str] = set()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from faker import Faker
 from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
@@ -20,6 +21,7 @@ from screenlake.identifiers import is_valid_bsn
 from screenlake.programmes import route_study
 from screenlake.synth.export import ExportSummary, generate_export
 from screenlake.synth.people import age_on, random_bsn, sanitise
+from screenlake.synth.plan import plan_studies
 
 BAD_NAMES = {"IM99999.dcm", "IM99998.dcm", "IM99997.dcm", "thumbnail.jpg", "notes.txt"}
 START = date(2024, 3, 11)
@@ -76,6 +78,20 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "full" / "old.dcm").write_bytes(b"")
     with pytest.raises(ValueError, match="not empty"):
         generate_export(tmp_path / "full", studies=2, seed=1, labels_path=labels)
+    with pytest.raises(ValueError, match="ldct_share"):
+        generate_export(tmp_path / "b", studies=2, seed=1, labels_path=labels, ldct_share=1.5)
+
+
+@pytest.mark.parametrize(("share", "ldct"), [(0.0, 0), (20 / 220, 20), (0.5, 110), (1.0, 220)])
+def test_programme_mix_follows_the_lung_ct_share(share: float, ldct: int) -> None:
+    fake = Faker("nl_NL")
+    fake.seed_instance(3)
+    planned = plan_studies(fake, np.random.default_rng(3), 220, START, 2, ldct_share=share)
+    counts = Counter(s.programme for s in planned)
+    # A patient seen twice adds both visits to one programme: a count may overshoot by one.
+    assert abs(counts["lung_ldct"] - ldct) <= 1
+    assert counts["lung_ldct"] + counts["cxr_tb"] == 220
+    assert {s.modality for s in planned if s.programme == "lung_ldct"} <= {"CT"}
 
 
 def test_writes_into_an_existing_empty_folder(tmp_path: Path) -> None:
