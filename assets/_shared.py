@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from orchestration.partitions import screening_partitions
 from resources.lake import LakeDatabase
 from resources.zones import ZoneStore
 from screenlake import layout
+from screenlake.fsutil import sha256_of
 from screenlake.quality import RuleOutcome
 from screenlake.reidentify import ReidentificationRecord, append_audit, write_audit_record
 from screenlake.tables import LANDED_INSTANCES, TableSchema, read_parquet, write_parquet
@@ -78,10 +82,68 @@ def markdown_preview(frame: pl.DataFrame, rows: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
-def check_result(outcome: RuleOutcome) -> dg.AssetCheckResult:
+def check_result(outcome: RuleOutcome, check_name: str) -> dg.AssetCheckResult:
     """A Dagster check result from a data-quality rule's outcome: summary, counts, examples."""
     return dg.AssetCheckResult(
+        check_name=check_name,
         passed=outcome.passed,
         description=outcome.summary,
         metadata={**outcome.counts, "examples": dg.MetadataValue.json(outcome.examples)},
+    )
+
+
+JUDGED = "judged_sha256"
+
+
+def table_digest(
+    research_zone: ZoneStore, table: TableSchema, batch: layout.Batch, key: bytes
+) -> str:
+    """The SHA-256 of one batch's file of a lake table as it is in the research zone now."""
+    return sha256_of(research_zone.pull(layout.lake_table_path(table, batch, key)))
+
+
+class StepChecks:
+    """The results of the checks an asset runs in its own step on what it has just written,
+    the seconds they took (reported as the asset's `seconds_checking`, so that a benchmark can
+    tell the checks' time from the asset's own work), and the digests of the lake files they
+    judged (`judged_sha256`), so that publication can tell those files from a later change."""
+
+    def __init__(self) -> None:
+        self.results: list[dg.AssetCheckResult] = []
+        self.seconds = 0.0
+        self.judged: dict[str, str] = {}
+
+    def judge(
+        self, research_zone: ZoneStore, table: TableSchema, batch: layout.Batch, key: bytes
+    ) -> pl.DataFrame:
+        """One batch's rows of a lake table, read for the checks, its file's digest kept."""
+        self.judged[table.name] = table_digest(research_zone, table, batch, key)
+        return read_batch_table(research_zone, table, batch, key)
+
+    def run(self, evaluate: Callable[[], dg.AssetCheckResult]) -> None:
+        """Evaluate one check and keep its result."""
+        started = time.perf_counter()
+        self.results.append(evaluate())
+        self.seconds += time.perf_counter() - started
+
+    def materialize_result(self, metadata: dict[str, object]) -> dg.MaterializeResult:
+        """The asset's result: its metadata and `seconds_checking`, and every check's result."""
+        return dg.MaterializeResult(
+            metadata={
+                **metadata,
+                "seconds_checking": round(self.seconds, 3),
+                JUDGED: dg.MetadataValue.json(self.judged),
+            },
+            check_results=self.results,
+        )
+
+
+def step_check(asset: str, name: str, description: str, blocking: bool = True) -> dg.AssetCheckSpec:
+    """The spec of a check that `asset` runs in its own step, one evaluation per partition."""
+    return dg.AssetCheckSpec(
+        name,
+        asset=asset,
+        blocking=blocking,
+        partitions_def=screening_partitions,
+        description=description,
     )

@@ -1,4 +1,4 @@
-"""Audit: the chain reconciled before publication, and the append-only trail of each run."""
+"""Audit: the append-only trail of each run."""
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
@@ -7,73 +7,14 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
-from assets._shared import check_result, landed_manifest, read_batch_table
 from assets.publish import coordinator_worklist, pacs_findings_reports
-from assets.validate import validated_findings
 from orchestration.partitions import batch_of, screening_partitions
 from resources.lake import LakeDatabase
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.audit_trail import RunEvent, trail_rows
-from screenlake.reconcile import chain_steps, outcome_of, worklist_step
-from screenlake.tables import (
-    AUDIT_TRAIL,
-    DEIDENTIFICATION_AUDIT,
-    INSTANCE_CATALOG,
-    INSTANCE_PREDICTIONS,
-    VALIDATED_FINDINGS,
-    write_parquet,
-)
-
-
-@dg.asset_check(
-    asset=validated_findings,
-    blocking=True,
-    partitions_def=screening_partitions,
-    description="Landed = de-identified + quarantined; de-identified = catalogued; catalogued ="
-    " predicted + failed. A difference blocks publication and names the step.",
-)
-def chain_reconciled(
-    context: dg.AssetCheckExecutionContext,
-    phi_zone: ZoneStore,
-    research_zone: ZoneStore,
-    pseudonym_key: PseudonymKey,
-) -> dg.AssetCheckResult:
-    """Follow every landed file of the partition to a row of each later table."""
-    batch, key = batch_of(context), pseudonym_key.key()
-    landed, _ = landed_manifest(phi_zone, batch, with_files=False)
-    steps = chain_steps(
-        landed.height,
-        read_batch_table(research_zone, DEIDENTIFICATION_AUDIT, batch, key),
-        read_batch_table(research_zone, INSTANCE_CATALOG, batch, key),
-        read_batch_table(research_zone, INSTANCE_PREDICTIONS, batch, key),
-    )
-    return check_result(outcome_of(steps))
-
-
-@dg.asset_check(
-    asset=coordinator_worklist,
-    blocking=True,
-    partitions_def=screening_partitions,
-    description="Every flagged validated finding is one worklist row, and nothing else is.",
-)
-def worklist_matches_findings(
-    context: dg.AssetCheckExecutionContext,
-    phi_zone: ZoneStore,
-    research_zone: ZoneStore,
-    pseudonym_key: PseudonymKey,
-) -> dg.AssetCheckResult:
-    """Compare the worklist written to the PHI zone with the flagged validated findings."""
-    batch, key = batch_of(context), pseudonym_key.key()
-    worklist = pl.read_csv(phi_zone.pull(layout.worklist_path(batch, "csv")), infer_schema=False)
-    flagged_rows = worklist.filter(pl.col("flag").str.to_lowercase() == "true").height
-    step = worklist_step(
-        read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key),
-        worklist.height,
-        flagged_rows,
-    )
-    return check_result(outcome_of([step]))
+from screenlake.tables import AUDIT_TRAIL, write_parquet
 
 
 def _run_events(context: dg.AssetExecutionContext, partition: str) -> list[RunEvent]:

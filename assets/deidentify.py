@@ -4,11 +4,18 @@
 
 import json
 import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from assets._shared import check_result, landed_manifest, read_batch_table, write_batch_table
+from assets._shared import (
+    StepChecks,
+    check_result,
+    landed_manifest,
+    step_check,
+    write_batch_table,
+)
 from assets.ingest import raw_instances
 from orchestration.partitions import batch_of, screening_partitions
 from resources.deidentification import DeidentificationSettings
@@ -17,7 +24,7 @@ from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
 from screenlake import layout, quality
 from screenlake.deid.batch import LandedFile, deidentify_batch
-from screenlake.deid.profile import DEFAULT_PROFILE_PATH
+from screenlake.deid.profile import DEFAULT_PROFILE_PATH, Profile
 from screenlake.tables import DEIDENTIFICATION_AUDIT
 from screenlake.vault import vault_entries, write_vault
 from screenlake.verify import index_originals, scan_files
@@ -26,12 +33,30 @@ PROFILE_VERSION = json.loads(DEFAULT_PROFILE_PATH.read_text(encoding="utf-8"))["
 MAX_FINDINGS_SHOWN = 10
 
 
+ACCOUNTED_FOR = "every_landed_file_accounted_for"
+NO_IDENTIFIERS = "no_identifiers_in_research_zone"
+
+
 @dg.asset(
     group_name="deidentify",
     partitions_def=screening_partitions,
     deps=[raw_instances],
     kinds={"dicom", "parquet"},
     code_version=PROFILE_VERSION,
+    check_specs=[
+        step_check(
+            "deidentified_instances",
+            ACCOUNTED_FOR,
+            "Landed = de-identified + quarantined: no input file is lost or counted twice.",
+        ),
+        step_check(
+            "deidentified_instances",
+            NO_IDENTIFIERS,
+            "No original identifying value (names, IDs, BSN, birth date, address, accession,"
+            " original UIDs) and no BSN, phone or postcode pattern in any research-zone file of"
+            " the batch.",
+        ),
+    ],
 )
 def deidentified_instances(
     context: dg.AssetExecutionContext,
@@ -42,7 +67,11 @@ def deidentified_instances(
     lake: LakeDatabase,
 ) -> dg.MaterializeResult:
     """De-identified copies of the landed files (PS3.15 profile, keyed pseudonyms and UIDs);
-    the rest quarantined in the PHI zone with a reason. Audit rows go to the lake."""
+    the rest quarantined in the PHI zone with a reason. Audit rows go to the lake.
+
+    Its checks run in its step, on what it wrote: the audit read back from the lake reconciled
+    with the landed manifest, and every written file scanned for the originals' identifiers.
+    """
     batch = batch_of(context)
     key = pseudonym_key.key()
     profile = deidentification.profile()
@@ -68,15 +97,60 @@ def deidentified_instances(
     research_zone.push(output_prefix)
     phi_zone.push(layout.quarantine_dir(batch))
     write_batch_table(research_zone, lake, result.audit, DEIDENTIFICATION_AUDIT, batch, key)
-    return dg.MaterializeResult(
-        metadata={
+    checks = StepChecks()
+    audit = checks.judge(research_zone, DEIDENTIFICATION_AUDIT, batch, key)
+    checks.run(
+        lambda: check_result(
+            quality.every_landed_file_accounted_for(manifest.height, audit), ACCOUNTED_FOR
+        )
+    )
+    checks.run(
+        lambda: _residual_scan(
+            manifest, raw_dir, research_zone.path(output_prefix), profile, deidentification
+        )
+    )
+    return checks.materialize_result(
+        {
             "files_in": len(files),
             "files_deidentified": result.deidentified,
             "files_quarantined": result.quarantined,
             "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
             "files_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0,
+            "seconds_deidentifying": round(seconds, 3),
             "profile_version": profile.version,
         }
+    )
+
+
+def _residual_scan(
+    manifest: pl.DataFrame,
+    raw_dir: Path,
+    batch_dir: Path,
+    profile: Profile,
+    deidentification: DeidentificationSettings,
+) -> dg.AssetCheckResult:
+    """Scan every de-identified file of the batch, as read back from the research zone's
+    folder, for the identifiers of the landed originals."""
+    workers = deidentification.worker_count()
+    index = index_originals(
+        (raw_dir / p for p in manifest["landed_path"]), profile.options, workers=workers
+    )
+    files = sorted(batch_dir.rglob("*.dcm")) if batch_dir.exists() else []
+    # Files are named inside the batch's folder: its token must not sit beside the real date.
+    findings = scan_files(
+        ((f, f.relative_to(batch_dir).as_posix()) for f in files), index, workers=workers
+    )
+    return dg.AssetCheckResult(
+        check_name=NO_IDENTIFIERS,
+        passed=not findings,
+        description=f"{len(files)} files scanned, {len(findings)} identifiers found",
+        metadata={
+            "files_scanned": len(files),
+            "findings": len(findings),
+            "first_findings": dg.MetadataValue.json(
+                [f.__dict__ for f in findings[:MAX_FINDINGS_SHOWN]]
+            ),
+        },
     )
 
 
@@ -102,66 +176,4 @@ def pseudonym_vault(
     phi_zone.push(layout.vault_path(batch))
     return dg.MaterializeResult(
         metadata={"studies": entries.height, "patients": entries["patient_id"].n_unique()}
-    )
-
-
-@dg.asset_check(
-    asset=deidentified_instances,
-    blocking=True,
-    partitions_def=screening_partitions,
-    description="Landed = de-identified + quarantined: no input file is lost or counted twice.",
-)
-def every_landed_file_accounted_for(
-    context: dg.AssetCheckExecutionContext,
-    phi_zone: ZoneStore,
-    research_zone: ZoneStore,
-    pseudonym_key: PseudonymKey,
-) -> dg.AssetCheckResult:
-    """Reconcile the landed manifest with the de-identification audit."""
-    batch = batch_of(context)
-    manifest, _ = landed_manifest(phi_zone, batch, with_files=False)
-    audit = read_batch_table(research_zone, DEIDENTIFICATION_AUDIT, batch, pseudonym_key.key())
-    outcome = quality.every_landed_file_accounted_for(manifest.height, audit)
-    return check_result(outcome)
-
-
-@dg.asset_check(
-    asset=deidentified_instances,
-    blocking=True,
-    partitions_def=screening_partitions,
-    description="No original identifying value (names, IDs, BSN, birth date, address, accession,"
-    " original UIDs) and no BSN, phone or postcode pattern in any research-zone file of the batch.",
-)
-def no_identifiers_in_research_zone(
-    context: dg.AssetCheckExecutionContext,
-    phi_zone: ZoneStore,
-    research_zone: ZoneStore,
-    pseudonym_key: PseudonymKey,
-    deidentification: DeidentificationSettings,
-) -> dg.AssetCheckResult:
-    """Scan every de-identified file of the batch for the originals' identifiers."""
-    batch = batch_of(context)
-    manifest, raw_dir = landed_manifest(phi_zone, batch)
-    workers = deidentification.worker_count()
-    index = index_originals(
-        (raw_dir / p for p in manifest["landed_path"]),
-        deidentification.profile().options,
-        workers=workers,
-    )
-    batch_dir = research_zone.pull(layout.research_dicom_dir(batch, pseudonym_key.key()))
-    files = sorted(batch_dir.rglob("*.dcm")) if batch_dir.exists() else []
-    # Files are named inside the batch's folder: its token must not sit beside the real date.
-    findings = scan_files(
-        ((f, f.relative_to(batch_dir).as_posix()) for f in files), index, workers=workers
-    )
-    return dg.AssetCheckResult(
-        passed=not findings,
-        description=f"{len(files)} files scanned, {len(findings)} identifiers found",
-        metadata={
-            "files_scanned": len(files),
-            "findings": len(findings),
-            "first_findings": dg.MetadataValue.json(
-                [f.__dict__ for f in findings[:MAX_FINDINGS_SHOWN]]
-            ),
-        },
     )

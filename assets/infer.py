@@ -4,15 +4,22 @@
 
 import dagster as dg
 
-from assets._shared import check_result, markdown_preview, read_batch_table, write_batch_table
+from assets._shared import (
+    StepChecks,
+    markdown_preview,
+    read_batch_table,
+    step_check,
+    write_batch_table,
+)
 from assets.catalog import instance_catalog, study_catalog
+from assets.quality_suites import suite_check
 from orchestration.partitions import batch_of, screening_partitions
 from orchestration.routing import gpu_step_tags
 from resources.lake import LakeDatabase
 from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey
 from resources.zones import ZoneStore
-from screenlake import layout, quality
+from screenlake import layout
 from screenlake.programmes import PROGRAMMES
 from screenlake.tables import INSTANCE_CATALOG, INSTANCE_PREDICTIONS, STUDY_CATALOG, STUDY_FINDINGS
 
@@ -51,6 +58,10 @@ def inference_assets(models: ModelRegistry) -> list[dg.AssetsDefinition]:
 
 # No code_version on the two inference assets: it depends on the deployment's models folder,
 # so `inference_assets` sets it when the Definitions are built.
+PREDICTIONS_SUITE = "predictions_suite_passes"
+FINDINGS_SUITE = "findings_suite_passes"
+
+
 @dg.asset(
     deps=[instance_catalog],
     pool="gpu",
@@ -58,6 +69,14 @@ def inference_assets(models: ModelRegistry) -> list[dg.AssetsDefinition]:
     group_name="infer",
     partitions_def=screening_partitions,
     kinds={"pytorch", "parquet"},
+    check_specs=[
+        step_check(
+            "instance_predictions",
+            PREDICTIONS_SUITE,
+            "The predictions' Great Expectations suite: a prediction or a failure row for every"
+            " catalogued instance, statuses, scores in [0, 1], model provenance, no identifiers.",
+        )
+    ],
 )
 def instance_predictions(
     context: dg.AssetExecutionContext,
@@ -67,9 +86,11 @@ def instance_predictions(
     models: ModelRegistry,
 ) -> dg.MaterializeResult:
     """A score per catalogued image from the programme's model, or a failure with its reason;
-    every row carries the model's name, version and weights hash."""
+    every row carries the model's name, version and weights hash. Its check runs in its step,
+    on the table read back from the lake."""
     from screenlake.inference.predict import Progress, run_predictions
     from screenlake.inference.shards import ShardStore
+    from screenlake.quality_suites import predictions_suite
 
     batch, key = batch_of(context), pseudonym_key.key()
     model = models.load(models.model_name_for(batch.programme))
@@ -98,8 +119,24 @@ def instance_predictions(
     rows = write_batch_table(research_zone, lake, run.predictions, INSTANCE_PREDICTIONS, batch, key)
     store.clear()
     research_zone.push(shards)
-    return dg.MaterializeResult(
-        metadata={
+    checks = StepChecks()
+    written = checks.judge(research_zone, INSTANCE_PREDICTIONS, batch, key)
+    checks.run(
+        lambda: suite_check(
+            context,
+            research_zone,
+            predictions_suite(
+                written,
+                instances,
+                batch.research_id(key),
+                batch.programme,
+            ),
+            key,
+            PREDICTIONS_SUITE,
+        )
+    )
+    return checks.materialize_result(
+        {
             "instances": rows,
             "instances_failed": run.failed,
             "images_per_second": round(run.images_per_second, 1),
@@ -120,6 +157,15 @@ def instance_predictions(
     group_name="infer",
     partitions_def=screening_partitions,
     kinds={"pytorch", "parquet"},
+    check_specs=[
+        step_check(
+            "study_findings",
+            FINDINGS_SUITE,
+            "The findings' Great Expectations suite, which guards publication: scores and flags,"
+            " unique studies and ranks, model provenance, the positive rate within the band the"
+            " model's manifest declares, no identifiers.",
+        )
+    ],
 )
 def study_findings(
     context: dg.AssetExecutionContext,
@@ -129,8 +175,10 @@ def study_findings(
     models: ModelRegistry,
 ) -> dg.MaterializeResult:
     """A triage score, flag (at the model's threshold) and priority per study: a flag for a
-    clinician to review, never a diagnosis."""
+    clinician to review, never a diagnosis. Its check runs in its step, on the table read back
+    from the lake."""
     from screenlake.inference.predict import study_findings as findings_of
+    from screenlake.quality_suites import findings_suite
 
     batch, key = batch_of(context), pseudonym_key.key()
     manifest = models.manifest_for(batch.programme)
@@ -141,8 +189,24 @@ def study_findings(
     )
     rows = write_batch_table(research_zone, lake, frame, STUDY_FINDINGS, batch, key)
     flagged = frame.filter(frame["flag"].fill_null(False)).height
-    return dg.MaterializeResult(
-        metadata={
+    checks = StepChecks()
+    written = checks.judge(research_zone, STUDY_FINDINGS, batch, key)
+    checks.run(
+        lambda: suite_check(
+            context,
+            research_zone,
+            findings_suite(
+                written,
+                batch.research_id(key),
+                batch.programme,
+                manifest,
+            ),
+            key,
+            FINDINGS_SUITE,
+        )
+    )
+    return checks.materialize_result(
+        {
             "studies": rows,
             "studies_flagged": flagged,
             "studies_unscored": frame.filter(frame["score"].is_null()).height,
@@ -154,37 +218,3 @@ def study_findings(
             ),
         }
     )
-
-
-@dg.asset_check(asset=instance_predictions, blocking=True, partitions_def=screening_partitions)
-def scores_in_unit_interval(
-    context: dg.AssetCheckExecutionContext, research_zone: ZoneStore, pseudonym_key: PseudonymKey
-) -> dg.AssetCheckResult:
-    """Every image score is a probability in [0, 1]."""
-    batch, key = batch_of(context), pseudonym_key.key()
-    frame = read_batch_table(research_zone, INSTANCE_PREDICTIONS, batch, key)
-    return check_result(quality.scores_in_unit_interval(frame, "sop_instance_uid"))
-
-
-@dg.asset_check(asset=instance_predictions, blocking=True, partitions_def=screening_partitions)
-def every_instance_has_prediction(
-    context: dg.AssetCheckExecutionContext, research_zone: ZoneStore, pseudonym_key: PseudonymKey
-) -> dg.AssetCheckResult:
-    """Each catalogued instance has one prediction row: a score or a recorded failure."""
-    batch, key = batch_of(context), pseudonym_key.key()
-    return check_result(
-        quality.every_instance_has_prediction(
-            read_batch_table(research_zone, INSTANCE_CATALOG, batch, key),
-            read_batch_table(research_zone, INSTANCE_PREDICTIONS, batch, key),
-        )
-    )
-
-
-@dg.asset_check(asset=study_findings, blocking=True, partitions_def=screening_partitions)
-def study_scores_in_unit_interval(
-    context: dg.AssetCheckExecutionContext, research_zone: ZoneStore, pseudonym_key: PseudonymKey
-) -> dg.AssetCheckResult:
-    """Every study score is a probability in [0, 1]."""
-    batch, key = batch_of(context), pseudonym_key.key()
-    frame = read_batch_table(research_zone, STUDY_FINDINGS, batch, key)
-    return check_result(quality.scores_in_unit_interval(frame, "study_instance_uid"))

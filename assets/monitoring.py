@@ -9,7 +9,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets._shared import markdown_preview, read_batch_table, write_batch_table
+from assets._shared import (
+    StepChecks,
+    markdown_preview,
+    read_batch_table,
+    step_check,
+    write_batch_table,
+)
 from assets.catalog import instance_catalog
 from assets.infer import instance_predictions, study_findings
 from orchestration.partitions import batch_of, screening_partitions
@@ -21,6 +27,10 @@ from screenlake import drift, layout
 from screenlake.tables import DRIFT_METRICS, INSTANCE_CATALOG, INSTANCE_PREDICTIONS, STUDY_FINDINGS
 
 _SOURCES = (INSTANCE_CATALOG, INSTANCE_PREDICTIONS, STUDY_FINDINGS)
+
+
+INPUT_DRIFT = "input_drift"
+OUTPUT_DRIFT = "output_drift"
 
 
 class DriftWindow(dg.Config):
@@ -72,6 +82,24 @@ def _positive_rate_band(models: ModelRegistry, programme: str) -> tuple[float, f
     partitions_def=screening_partitions,
     kinds={"scipy", "parquet"},
     code_version="1",
+    check_specs=[
+        step_check(
+            "drift_metrics",
+            INPUT_DRIFT,
+            "The scanners, acquisition and input intensities match the reference window (PSI"
+            " within its limit, no KS shift); a warning otherwise, which never blocks"
+            " publication.",
+            blocking=False,
+        ),
+        step_check(
+            "drift_metrics",
+            OUTPUT_DRIFT,
+            "Scores match the reference window and the positive rate stays in the model's"
+            " monitoring band and near the reference rate; a warning otherwise, which never"
+            " blocks publication.",
+            blocking=False,
+        ),
+    ],
 )
 def drift_metrics(
     context: dg.AssetExecutionContext,
@@ -83,7 +111,8 @@ def drift_metrics(
 ) -> dg.MaterializeResult:
     """PSI and KS of each input feature (scanner mix, pixel spacing, slice thickness, kVp,
     intensity of the model's input) and output (image and study scores), and the positive rate,
-    against the programme's previous days: warnings for a person, never a publication gate."""
+    against the programme's previous days: warnings for a person, never a publication gate.
+    Its two checks run in its step, on the metrics read back from the lake."""
     batch, key = batch_of(context), pseudonym_key.key()
     reference = reference_window(research_zone, batch, key, config.reference_days)
     frame = drift.drift_rows(
@@ -96,8 +125,12 @@ def drift_metrics(
         computed_at=datetime.now(UTC),
     )
     rows = write_batch_table(research_zone, lake, frame, DRIFT_METRICS, batch, key)
-    return dg.MaterializeResult(
-        metadata={
+    checks = StepChecks()
+    written = checks.judge(research_zone, DRIFT_METRICS, batch, key)
+    for name, kind in ((INPUT_DRIFT, "input"), (OUTPUT_DRIFT, "output")):
+        checks.run(lambda name=name, kind=kind: _drift_check(written, name, kind))
+    return checks.materialize_result(
+        {
             "rows": rows,
             "reference_days": config.reference_days,
             "reference_batches": len(reference),
@@ -114,12 +147,9 @@ def drift_metrics(
     )
 
 
-def _drift_check(
-    research_zone: ZoneStore, batch: layout.Batch, key: bytes, kind: str
-) -> dg.AssetCheckResult:
-    metrics = read_batch_table(research_zone, DRIFT_METRICS, batch, key).filter(
-        pl.col("kind") == kind
-    )
+def _drift_check(metrics: pl.DataFrame, check_name: str, kind: str) -> dg.AssetCheckResult:
+    """A warning when any `kind` (input or output) feature drifted from the reference window."""
+    metrics = metrics.filter(pl.col("kind") == kind)
     warned = drift.warnings_of(metrics, kind)
     drifted = [
         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
@@ -127,6 +157,7 @@ def _drift_check(
     ]
     features = sorted(set(warned["feature"].to_list()))
     return dg.AssetCheckResult(
+        check_name=check_name,
         passed=not drifted,
         severity=dg.AssetCheckSeverity.WARN,
         description=(
@@ -144,21 +175,3 @@ def _drift_check(
             "reference_batches": int(metrics.select(pl.col("reference_batches").max()).item() or 0),
         },
     )
-
-
-@dg.asset_check(asset=drift_metrics, blocking=False, partitions_def=screening_partitions)
-def input_drift(
-    context: dg.AssetCheckExecutionContext, research_zone: ZoneStore, pseudonym_key: PseudonymKey
-) -> dg.AssetCheckResult:
-    """The scanners, acquisition and input intensities match the reference window (PSI within
-    its limit, no KS shift); a warning otherwise, which never blocks publication."""
-    return _drift_check(research_zone, batch_of(context), pseudonym_key.key(), "input")
-
-
-@dg.asset_check(asset=drift_metrics, blocking=False, partitions_def=screening_partitions)
-def output_drift(
-    context: dg.AssetCheckExecutionContext, research_zone: ZoneStore, pseudonym_key: PseudonymKey
-) -> dg.AssetCheckResult:
-    """Scores match the reference window and the positive rate stays in the model's monitoring
-    band and near the reference rate; a warning otherwise, which never blocks publication."""
-    return _drift_check(research_zone, batch_of(context), pseudonym_key.key(), "output")

@@ -11,7 +11,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from assets._shared import markdown_preview, read_batch_table, write_batch_table
+from assets._shared import (
+    StepChecks,
+    markdown_preview,
+    read_batch_table,
+    step_check,
+    write_batch_table,
+)
 from assets.deidentify import pseudonym_vault
 from assets.validate import validated_findings
 from orchestration.partitions import batch_of, screening_partitions
@@ -22,6 +28,7 @@ from resources.zones import ZoneStore
 from screenlake import labels as phi_labels
 from screenlake import layout, performance
 from screenlake.errors import ConfigurationError
+from screenlake.inference.manifest import ModelManifest
 from screenlake.tables import (
     INSTANCE_CATALOG,
     LANDED_INSTANCES,
@@ -33,7 +40,8 @@ from screenlake.vault import read_vault
 
 
 class PerformanceWindows(dg.Config):
-    """Which days the audit covers and how many bootstrap resamples its intervals take."""
+    """Which days the audit covers, how many bootstrap resamples its intervals take, and how
+    many cases a metric needs before its check judges it against its minimum."""
 
     last_days: int = Field(default=30, ge=1, le=366, description="Days in the recent window.")
     horizon_days: int = Field(
@@ -42,11 +50,6 @@ class PerformanceWindows(dg.Config):
     resamples: int = Field(
         default=performance.RESAMPLES, ge=100, le=100_000, description="Bootstrap resamples."
     )
-
-
-class PerformanceJudgement(dg.Config):
-    """How many cases a metric needs before the check judges it against its minimum."""
-
     minimum_cases: int = Field(
         default=10,
         ge=1,
@@ -95,12 +98,25 @@ def _vault_of(phi_zone: ZoneStore, batch: layout.Batch) -> Path | None:
     return path if path.exists() else None
 
 
+PERFORMANCE_CHECK = "performance_meets_declared_minimums"
+
+
 @dg.asset(
     deps=[validated_findings, pseudonym_vault],
     group_name="monitor",
     partitions_def=screening_partitions,
     kinds={"numpy", "parquet"},
     code_version="1",
+    check_specs=[
+        step_check(
+            "performance_audit",
+            PERFORMANCE_CHECK,
+            "The model in service keeps the AUC, sensitivity and specificity its manifest's"
+            " `monitoring` declares, wherever enough labelled cases allow a judgement; a failure"
+            " asks clinical governance to look and does not hold results back.",
+            blocking=False,
+        )
+    ],
 )
 def performance_audit(
     context: dg.AssetExecutionContext,
@@ -110,12 +126,14 @@ def performance_audit(
     pseudonym_key: PseudonymKey,
     vault_key: VaultKey,
     lake: LakeDatabase,
+    models: ModelRegistry,
 ) -> dg.MaterializeResult:
     """AUC, and sensitivity, specificity and PPV at the operating threshold, with bootstrap 95%
     intervals, against the labels in the PHI zone (ground truth, overridden by clinicians'
     review decisions), per model version: overall, per device model and per site, over the last
     days and over all time up to this partition's day. Labels join findings through the vault
-    on the PHI side; only counts and metrics reach the research zone."""
+    on the PHI side; only counts and metrics reach the research zone. Its check runs in its
+    step, on the audit read back from the lake."""
     if config.horizon_days < config.last_days:
         raise ConfigurationError(
             f"horizon_days ({config.horizon_days}) must be at least last_days "
@@ -162,8 +180,15 @@ def performance_audit(
     overall = frame.filter(
         (pl.col("site") == performance.ALL) & (pl.col("device_model") == performance.ALL)
     )
-    return dg.MaterializeResult(
-        metadata={
+    checks = StepChecks()
+    written = checks.judge(research_zone, PERFORMANCE_AUDIT, batch, key)
+    checks.run(
+        lambda: _performance_check(
+            written, models.manifest_for(batch.programme), config.minimum_cases
+        )
+    )
+    return checks.materialize_result(
+        {
             "rows": rows,
             "labels_from_ground_truth": from_truth,
             "labels_from_review_decisions": from_review,
@@ -192,41 +217,31 @@ def _describe(shortfall: performance.Shortfall) -> str:
     )
 
 
-@dg.asset_check(asset=performance_audit, blocking=False, partitions_def=screening_partitions)
-def performance_meets_declared_minimums(
-    context: dg.AssetCheckExecutionContext,
-    config: PerformanceJudgement,
-    research_zone: ZoneStore,
-    pseudonym_key: PseudonymKey,
-    models: ModelRegistry,
+def _performance_check(
+    audit: pl.DataFrame, manifest: ModelManifest, minimum_cases: int
 ) -> dg.AssetCheckResult:
     """The model in service keeps the AUC, sensitivity and specificity its manifest's
-    `monitoring` declares, overall, over the last days and over all time, wherever enough
-    labelled cases allow a judgement. A failure asks clinical governance to look; it does
-    not hold results back."""
-    batch, key = batch_of(context), pseudonym_key.key()
-    manifest = models.manifest_for(batch.programme)
+    `monitoring` declares, overall, over the last days and over all time, wherever at least
+    `minimum_cases` labelled cases allow a judgement."""
     model = f"{manifest.name} {manifest.version}"
     if manifest.monitoring is None:
         return dg.AssetCheckResult(
-            passed=True, description=f"{model}'s manifest declares no performance minimums"
+            check_name=PERFORMANCE_CHECK,
+            passed=True,
+            description=f"{model}'s manifest declares no performance minimums",
         )
-    audit = read_batch_table(research_zone, PERFORMANCE_AUDIT, batch, key)
     limits = manifest.monitoring
-    verdict = performance.judge(
-        audit, limits, manifest.name, manifest.version, config.minimum_cases
-    )
+    verdict = performance.judge(audit, limits, manifest.name, manifest.version, minimum_cases)
     if verdict.shortfalls:
         description = "; ".join(_describe(s) for s in verdict.shortfalls)
     elif verdict.judged:
         description = f"{len(verdict.judged)} metrics of {model} meet the declared minimums"
     elif verdict.not_judged:
-        description = (
-            f"too few labelled cases to judge {model} (at least {config.minimum_cases} needed)"
-        )
+        description = f"too few labelled cases to judge {model} (at least {minimum_cases} needed)"
     else:
         description = f"no labelled studies of {model} yet: nothing to judge"
     return dg.AssetCheckResult(
+        check_name=PERFORMANCE_CHECK,
         passed=verdict.passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=description,
@@ -254,7 +269,7 @@ def performance_meets_declared_minimums(
                     "specificity": limits.minimum_specificity,
                 }
             ),
-            "minimum_cases": config.minimum_cases,
+            "minimum_cases": minimum_cases,
             "model": model,
         },
     )

@@ -3,10 +3,19 @@
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
-from assets._shared import landed_manifest, read_batch_table, record_reidentification
+from assets._shared import (
+    StepChecks,
+    check_result,
+    landed_manifest,
+    read_batch_table,
+    record_reidentification,
+    step_check,
+)
 from assets.deidentify import pseudonym_vault
 from assets.validate import validated_findings
 from orchestration.partitions import batch_of, screening_partitions
@@ -15,6 +24,7 @@ from resources.sources import StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.pacs.store import WRITTEN_TO_OUTBOX
+from screenlake.reconcile import outcome_of, worklist_step
 from screenlake.reidentify import audit_record
 from screenlake.reviews import carried_entries, carry_over, decisions_path, read_decisions
 from screenlake.tables import VALIDATED_FINDINGS
@@ -22,12 +32,21 @@ from screenlake.vault import read_vault
 from screenlake.worklist import WorklistAbout, export_frame, models_of, write_csv, write_xlsx
 from screenlake.worklist import coordinator_worklist as worklist_of
 
+WORKLIST_MATCHES = "worklist_matches_findings"
+
 
 @dg.asset(
     group_name="publish",
     partitions_def=screening_partitions,
     deps=[validated_findings, pseudonym_vault],
     kinds={"csv", "excel"},
+    check_specs=[
+        step_check(
+            "coordinator_worklist",
+            WORKLIST_MATCHES,
+            "Every flagged validated finding is one worklist row, and nothing else is.",
+        )
+    ],
 )
 def coordinator_worklist(
     context: dg.AssetExecutionContext,
@@ -39,7 +58,8 @@ def coordinator_worklist(
     """Flagged studies for clinician review, re-identified through the vault so that patients can
     be recalled, ordered by priority, as XLSX (for the coordinators) and CSV, each with review
     columns to fill in and import back (`screenlake import-reviews`). A re-run keeps the review
-    entries already made. Written to the PHI zone only."""
+    entries already made. Written to the PHI zone only; its check, in its step, compares the
+    CSV read back with the flagged validated findings."""
     batch, key = batch_of(context), pseudonym_key.key()
     findings = read_batch_table(research_zone, VALIDATED_FINDINGS, batch, key)
     vault = read_vault(phi_zone.pull(layout.vault_path(batch)), vault_key.cipher())
@@ -64,8 +84,10 @@ def coordinator_worklist(
         ),
         writer=f"{context.run.run_id}-{context.asset_key.to_user_string()}",
     )
-    return dg.MaterializeResult(
-        metadata={
+    checks = StepChecks()
+    checks.run(lambda: _worklist_check(phi_zone.path(csv_path), findings))
+    return checks.materialize_result(
+        {
             "studies_to_review": worklist.height,
             "review_entries_carried_over": carried,
             "worklist_xlsx": f"PHI zone: {xlsx_path}",
@@ -73,6 +95,14 @@ def coordinator_worklist(
             "models": ", ".join(about.models),
         }
     )
+
+
+def _worklist_check(csv: Path, findings: pl.DataFrame) -> dg.AssetCheckResult:
+    """The worklist as written against the flagged validated findings."""
+    written = pl.read_csv(csv, infer_schema=False)
+    flagged_rows = written.filter(pl.col("flag").str.to_lowercase() == "true").height
+    step = worklist_step(findings, written.height, flagged_rows)
+    return check_result(outcome_of([step]), WORKLIST_MATCHES)
 
 
 @dg.asset(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from assets._checks import check_keys, latest_evaluations
 from assets.validate import validated_findings
 from orchestration.partitions import batch_of, partition_key, screening_partitions
 from resources.models import ModelRegistry
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 # A programme has a night for each day its files were de-identified: the first research-zone
 # asset, so that a night whose findings were held back still counts.
 NIGHTS_FROM = dg.AssetKey("deidentified_instances")
-_COMPLETED = frozenset({"SUCCEEDED", "FAILED"})
-_HISTORY_PAGE = 200
 
 
 @dg.asset(
@@ -121,8 +120,8 @@ def _latest_check_results(
         str(partition_key(b.day, b.programme)): n for n, b in enumerate(batches, 1) if n > first
     }
     rows: list[dict[str, object]] = []
-    for check_key in _check_keys():
-        latest = _latest_by_partition(context.instance, check_key, set(nights))
+    for check_key in check_keys():
+        latest = latest_evaluations(context.instance, check_key, set(nights))
         rows.extend(
             {
                 "asset": check_key.asset_key.to_user_string(),
@@ -134,42 +133,6 @@ def _latest_check_results(
             for partition, evaluation in latest.items()
         )
     return rows
-
-
-def _check_keys() -> list[dg.AssetCheckKey]:
-    """Every check defined in the `assets` package: the checks the Definitions load."""
-    # A run has a repository only when launched from a code location, not under
-    # `materialize`; the package is the same source either way.
-    import assets
-
-    checks = dg.load_asset_checks_from_package_module(assets)
-    return sorted({key for c in checks for key in c.check_keys}, key=str)
-
-
-def _latest_by_partition(
-    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, partitions: set[str]
-) -> dict[str, dg.AssetCheckEvaluation]:
-    """The newest completed evaluation of `check_key` in each of `partitions` that has one,
-    reading the check's history newest first, a page at a time, until each is found."""
-    latest: dict[str, dg.AssetCheckEvaluation] = {}
-    cursor = None
-    while len(latest) < len(partitions):
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            check_key, limit=_HISTORY_PAGE, cursor=cursor
-        )
-        for record in records:
-            evaluation = record.event.asset_check_evaluation if record.event else None
-            if (
-                record.partition in partitions
-                and record.partition not in latest
-                and record.status.value in _COMPLETED
-                and evaluation is not None
-            ):
-                latest[record.partition] = evaluation
-        if len(records) < _HISTORY_PAGE:
-            break
-        cursor = records[-1].id
-    return latest
 
 
 def _monitoring_limits(models: ModelRegistry, programme: str) -> "MonitoringLimits | None":

@@ -28,7 +28,9 @@ Figures:
 - per mode: wall seconds, instances per second end to end, seconds inside step compute (the
   union of a run's step intervals) and outside it (run start-up, step process spawns, event
   writes), the runs' seconds summed and their span, this process's own peak RSS, and the
-  essential share: landing + de-identification + inference seconds over all step seconds.
+  essential share: landing + de-identification + inference seconds over all step seconds. A
+  step that runs its asset's checks reports their seconds (`seconds_checking`); they are taken
+  out of the essential stages, so a check moved into an essential step never counts as work.
 
 The last line holds every figure as name=value pairs.
 """
@@ -36,6 +38,7 @@ The last line holds every figure as name=value pairs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -55,7 +58,7 @@ from cryptography.fernet import Fernet
 from screenlake.devservers.process import free_port
 from screenlake.devservers.stack import Stack
 from screenlake.synth.export import generate_export
-from screenlake.synth.presets import PRESETS, image_preset
+from screenlake.synth.presets import PRESETS, ImagePreset, image_preset
 
 JOB = "screening_pipeline"
 MODES = ("in_process", "multiprocess", "daemon")
@@ -105,6 +108,8 @@ class ModeResult:
     in_steps_s: float = 0.0
     own_peak: int = 0
     step_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Seconds an asset's own checks took inside its step (its `seconds_checking` metadata).
+    check_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     step_peak: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     run_spans: list[tuple[float, float]] = field(default_factory=list)
 
@@ -118,10 +123,14 @@ class ModeResult:
         """Seconds of the runs with no step computing."""
         return self.run_wall_s - self.in_steps_s
 
+    def work_s(self, keys: tuple[str, ...]) -> float:
+        """The steps' seconds less the seconds their own checks took in them."""
+        return sum(self.step_s.get(key, 0.0) - self.check_s.get(key, 0.0) for key in keys)
+
     def essential_share(self, stages: dict[str, tuple[str, ...]]) -> float:
-        """Landing + de-identification + inference step seconds over all step seconds."""
-        essential = sum(self.step_s.get(key, 0.0) for keys in stages.values() for key in keys)
-        return essential / sum(self.step_s.values())
+        """Landing + de-identification + inference seconds (without the checks those steps run)
+        over all step seconds."""
+        return sum(self.work_s(keys) for keys in stages.values()) / sum(self.step_s.values())
 
 
 def _record_steps(
@@ -139,7 +148,13 @@ def _record_steps(
         event = entry.dagster_event
         if event is None or not entry.step_key:
             continue
-        if event.event_type == dg.DagsterEventType.STEP_START:
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            checking = event.step_materialization_data.materialization.metadata.get(
+                "seconds_checking"
+            )
+            if checking is not None:
+                result.check_s[entry.step_key] += float(checking.value)  # type: ignore[arg-type]
+        elif event.event_type == dg.DagsterEventType.STEP_START:
             started[entry.step_key] = (entry.timestamp, event.pid or os.getpid())
         elif event.event_type in _STEP_END and entry.step_key in started:
             start, pid = started.pop(entry.step_key)
@@ -280,7 +295,8 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
             }
         )
         for stage, keys in stages.items():
-            figures[f"{r.mode}_{stage}_s"] = round(sum(r.step_s.get(k, 0.0) for k in keys), 1)
+            figures[f"{r.mode}_{stage}_s"] = round(r.work_s(keys), 1)
+        figures[f"{r.mode}_checks_in_steps_s"] = round(sum(r.check_s.values()), 1)
     print(
         "(step s = sum of step seconds; in steps = the union of a run's steps over time, summed"
         " over runs; outside = runs s - in steps; runs s = the runs' wall seconds summed; span s ="
@@ -288,6 +304,38 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
         " process's VmHWM during the mode)"
     )
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def _export(
+    drop: Path, args: argparse.Namespace, preset: ImagePreset, studies: int
+) -> tuple[int, int]:
+    """Instances and bad files of the export in `drop`: written now, or found there from an
+    earlier run with the same arguments (`export.json` beside it says which)."""
+    wanted = {
+        "preset": preset.name,
+        "ct_slices": preset.ct_slices,
+        "ldct_studies": args.ldct_studies,
+        "cxr_studies": args.cxr_studies,
+        "days": args.days,
+    }
+    record = drop.with_name("export.json")
+    if record.exists():
+        found = json.loads(record.read_text())
+        if {k: found.get(k) for k in wanted} == wanted:
+            return found["instances"], found["bad_files"]
+        raise SystemExit(f"{drop.parent} holds another export ({found}); give another folder")
+    summary = generate_export(
+        drop,
+        studies=studies,
+        seed=5,
+        labels_path=drop.with_name("labels.csv"),
+        days=args.days,
+        preset=preset,
+        ldct_share=args.ldct_studies / studies,
+    )
+    counts = {"instances": summary.instances, "bad_files": summary.bad_files}
+    record.write_text(json.dumps({**wanted, **counts}))
+    return summary.instances, summary.bad_files
 
 
 def _backdate(drop: Path, hours: float) -> None:
@@ -308,6 +356,12 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1, help="days of studies (2 partitions each)")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="keep the synthetic export in this folder and reuse it when it holds one written "
+        "with the same arguments (writing the default night takes minutes)",
+    )
     args = parser.parse_args()
     modes = args.modes.split(",")
     unknown = set(modes) - set(MODES)
@@ -328,29 +382,22 @@ def main() -> None:
     )
     try:
         started = time.perf_counter()
-        summary = generate_export(
-            root / "drop",
-            studies=studies,
-            seed=5,
-            labels_path=root / "labels.csv",
-            days=args.days,
-            preset=preset,
-            ldct_share=args.ldct_studies / studies,
-        )
-        _backdate(root / "drop", hours=3)
-        size = sum(p.stat().st_size for p in (root / "drop").rglob("*") if p.is_file())
+        drop = args.export.resolve() / "drop" if args.export else root / "drop"
+        instances, bad_files = _export(drop, args, preset, studies)
+        _backdate(drop, hours=3)
+        size = sum(p.stat().st_size for p in drop.rglob("*") if p.is_file())
         partitions = partitions_of(args.days)
         print(
-            f"export: {summary.instances} instances (+{summary.bad_files} bad files), "
+            f"export: {instances} instances (+{bad_files} bad files), "
             f"{size / 1e9:.2f} GB, preset {preset.name} with {preset.ct_slices} CT slices, "
-            f"{time.perf_counter() - started:.0f} s to write; {len(partitions)} partitions; "
+            f"{time.perf_counter() - started:.0f} s to write or find; {len(partitions)} partitions; "
             f"modes: {', '.join(modes)}; {os.cpu_count()} CPUs",
             flush=True,
         )
-        configure(modes[0], root / modes[0], root / "drop")
+        configure(modes[0], root / modes[0], drop)
         stages = essential_steps()
-        results = [run_mode(mode, root / mode, root / "drop", partitions) for mode in modes]
-        report(results, stages, summary.instances)
+        results = [run_mode(mode, root / mode, drop, partitions) for mode in modes]
+        report(results, stages, instances)
     finally:
         if args.keep:
             print(f"work folder kept: {root}")

@@ -1,6 +1,7 @@
 """The one switch that picks how a run's steps execute: SCREENLAKE_EXECUTOR.
 
-- `multiprocess` (default): Dagster's own executor, each step in a process beside the run.
+- `multiprocess` (default): Dagster's own executor, each step in a process beside the run,
+  forked from a server that has imported Dagster and the code location once per run.
 - `in_process`: every step in the run's process (a small site, a test, a debugger).
 - `celery`: steps as Celery tasks on the queues their tags name (`orchestration.celery_settings`).
 - `k8s`: each step in its own Kubernetes pod (`k8s_job_executor`), configured by the YAML
@@ -22,13 +23,20 @@ from screenlake.settings import text
 EXECUTOR_SETTING = "SCREENLAKE_EXECUTOR"
 K8S_EXECUTOR_CONFIG_SETTING = "SCREENLAKE_K8S_EXECUTOR_CONFIG"
 EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
+# What each step process would otherwise import again (1 to 3 s a step): imported once per run
+# by the forkserver its step processes fork from. Torch and Great Expectations stay out: only
+# the steps that need them import them.
+FORKSERVER_PRELOAD = ("dagster", "orchestration.definitions")
 
 
-def executor_for(settings: Mapping[str, str]) -> dg.ExecutorDefinition | None:
-    """The executor SCREENLAKE_EXECUTOR names; None for Dagster's default (multiprocess)."""
+def executor_for(settings: Mapping[str, str]) -> dg.ExecutorDefinition:
+    """The executor SCREENLAKE_EXECUTOR names (multiprocess when none is named)."""
     kind = (text(settings, EXECUTOR_SETTING) or "multiprocess").lower()
     if kind == "multiprocess":
-        return None
+        return dg.multiprocess_executor.configured(
+            {"start_method": {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}},
+            name="multiprocess",
+        )
     if kind == "in_process":
         return dg.in_process_executor
     if kind == "celery":

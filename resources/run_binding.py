@@ -14,7 +14,7 @@ import signal
 import dagster as dg
 
 from screenlake.errors import RunEndedError
-from screenlake.lifeline import die_with_parent
+from screenlake.lifeline import die_with_parent, die_with_sentinel
 
 _ENDED = (
     dg.DagsterRunStatus.SUCCESS,
@@ -48,7 +48,10 @@ def bind_step(instance: dg.DagsterInstance, run_id: str) -> None:
     pids = {r.event_log_entry.dagster_event.pid for r in started if r.event_log_entry.dagster_event}
     if os.getpid() not in pids:
         return
-    die_with_parent(os.getppid())
+    if parent.pid == os.getppid():
+        die_with_parent(parent.pid)
+    else:  # forked by the run worker's forkserver: its parent is that server
+        die_with_sentinel(parent.sentinel)
     if not parent.is_alive():  # the run worker died before the signal was asked for
         os.kill(os.getpid(), signal.SIGKILL)
 

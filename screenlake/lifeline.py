@@ -10,9 +10,15 @@ process under its run worker ask for it; elsewhere it is a no-op.
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -34,7 +40,40 @@ def die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def die_with_sentinel(sentinel: int) -> None:
+    """Kill this process when `sentinel` (a multiprocessing parent's sentinel) says that its
+    process has ended: for a process whose parent in the kernel's eyes is not the one it serves,
+    as a child of a forkserver serves the process that asked the forkserver for it (the
+    forkserver outlives that process while any of its children runs, so its death signal
+    would never come)."""
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-sentinel", daemon=True).start()
+
+
 def loader_worker_init(parent_pid: int, worker_id: int) -> None:
     """A DataLoader's `worker_init_fn` (with `functools.partial(loader_worker_init, os.getpid())`):
     torch's own watchdog notices a dead parent only every few seconds, between work units."""
     die_with_parent(parent_pid)
+
+
+def bound_pool(
+    workers: int, initializer: Callable[..., None] = die_with_parent, initargs: tuple[Any, ...] = ()
+) -> ProcessPoolExecutor:
+    """A process pool whose workers die with this process: `initializer` (which must call
+    `die_with_parent(initargs[0])`) runs first in each, given this process's ID first.
+
+    Workers start as this process's default starts processes, except under a forkserver (a
+    step of Dagster's multiprocess executor): there they are spawned, since the forkserver would
+    otherwise start them, and they would be its children, not this process's.
+    """
+    method = multiprocessing.get_start_method()
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn" if method == "forkserver" else method),
+        initializer=initializer,
+        initargs=(os.getpid(), *initargs),
+    )

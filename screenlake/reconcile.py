@@ -1,10 +1,11 @@
-"""Reconciling a partition across the whole chain: every file that landed is followed to a row
-of every later table, so that a file lost between two steps is found before publication.
+"""Reconciling a partition across the chain: every file that landed is followed to a row of
+every later table, so that a file lost between two steps is found before publication. Each
+comparison is checked in the step of the asset that completes it, on what that step wrote:
 
-    landed = de-identified + quarantined
-    de-identified = catalogued
-    catalogued = predicted (ok) + failed
-    flagged validated findings = worklist rows
+    landed = de-identified + quarantined    `deidentified_instances` (quality.py's rule)
+    de-identified = catalogued              `instance_catalog` (here)
+    catalogued = predicted (ok) + failed    `instance_predictions` (the predictions suite)
+    flagged validated findings = worklist   `coordinator_worklist` (here)
 
 Each step's difference is reported with where it is and a few keys (ordinals and pseudonymous
 UIDs only), so a person knows which step to look at.
@@ -59,34 +60,17 @@ def _file_names(paths: pl.Series) -> pl.Series:
     return paths.str.split("/").list.last()
 
 
-def chain_steps(
-    landed: int, audit: pl.DataFrame, catalog: pl.DataFrame, predictions: pl.DataFrame
-) -> list[Step]:
-    """The three comparisons that guard publication of one partition's findings."""
+def deidentified_catalogued(audit: pl.DataFrame, catalog: pl.DataFrame) -> Step:
+    """De-identified = catalogued: every file the audit says was written has one catalogue row,
+    and no catalogue row names another file."""
     deidentified = audit.filter(pl.col("outcome") == "deidentified")
-    quarantined = audit.filter(pl.col("outcome") == "quarantined")
-    accounted = Step(
-        name="landed = de-identified + quarantined",
-        expected=landed,
-        found=deidentified.height + quarantined.height,
-        missing=[],
-        extra=[
-            str(o) for o in audit.group_by("ordinal").len().filter(pl.col("len") > 1)["ordinal"]
-        ],
-    )
     # Files are compared by name (the pseudonymous SOPInstanceUID): a research path names the
     # batch's token, which must not reach the check's metadata beside the real date.
-    catalogued = _difference(
+    return _difference(
         "de-identified = catalogued",
         _file_names(deidentified["research_path"]),
         _file_names(catalog["research_path"]),
     )
-    predicted = _difference(
-        "catalogued = predicted + failed",
-        catalog["sop_instance_uid"],
-        predictions.filter(pl.col("status").is_in(["ok", "failed"]))["sop_instance_uid"],
-    )
-    return [accounted, catalogued, predicted]
 
 
 def worklist_step(findings: pl.DataFrame, worklist_rows: int, worklist_flagged: int) -> Step:

@@ -20,7 +20,6 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, cast
@@ -41,7 +40,7 @@ from screenlake.identifiers import (
     NINE_DIGITS,
     is_valid_bsn,
 )
-from screenlake.lifeline import die_with_parent
+from screenlake.lifeline import bound_pool, die_with_parent
 from screenlake.text_elements import TEXT_VRS, NotReadHere, TextElement, text_elements
 
 # Attributes whose original values must never reach the research zone.
@@ -521,7 +520,5 @@ def _pooled(
 ) -> Iterator[_R]:
     """`function` over `tasks`, in order, in `workers` processes that start with `index`."""
     # Workers die with this process: killed, it cannot shut its pool down itself.
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_start_worker, initargs=(os.getpid(), index)
-    ) as pool:
+    with bound_pool(workers, _start_worker, (index,)) as pool:
         yield from pool.map(function, tasks)

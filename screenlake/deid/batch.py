@@ -10,7 +10,6 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -21,7 +20,7 @@ from screenlake.deid.engine import deidentify_file, write_deidentified
 from screenlake.deid.profile import Profile
 from screenlake.errors import UnreadableInstanceError
 from screenlake.fsutil import fresh_staging_folder, swap_in_folder
-from screenlake.lifeline import die_with_parent
+from screenlake.lifeline import bound_pool
 from screenlake.tables import DEIDENTIFICATION_AUDIT, frame_of
 
 
@@ -84,9 +83,7 @@ def _results(
         yield from map(_deidentify_one, jobs)
         return
     # Workers die with this process: killed, it cannot shut its pool down itself.
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)
-    ) as pool:
+    with bound_pool(workers) as pool:
         yield from pool.map(_deidentify_one, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
 
 

@@ -20,8 +20,18 @@ from torch.utils.data import Dataset
 
 from screenlake.errors import UnreadableInstanceError
 from screenlake.inference.manifest import ModelManifest
-from screenlake.inference.preprocess import instance_pixels, instance_tensor, on_model_grid
-from screenlake.inference.series import neighbour_stacks, order_volume, slice_geometry
+from screenlake.inference.preprocess import (
+    instance_pixels,
+    instance_tensor,
+    on_model_grid,
+    pixel_spacing,
+)
+from screenlake.inference.series import (
+    SliceGeometry,
+    neighbour_stacks,
+    order_volume,
+    slice_geometry,
+)
 
 
 @dataclass(frozen=True)
@@ -96,12 +106,14 @@ class UnitDataset(Dataset[LoadedUnit]):
 
     def _series(self, unit: WorkUnit) -> LoadedUnit:
         context = self.manifest.input.context_slices
-        datasets, pixels, failures = [], [], []
+        geometries: list[SliceGeometry | UnreadableInstanceError] = []
+        spacings, slices, failures = [], [], []
         for row, path, modality in zip(unit.rows, unit.paths, unit.modalities, strict=True):
             try:
                 ds = read_instance(self.root, path, modality, self.manifest)
-                pixels.append(instance_pixels(ds, self.manifest))
-                datasets.append(ds)
+                slices.append(on_model_grid(instance_pixels(ds, self.manifest), ds, self.manifest))
+                spacings.append(pixel_spacing(ds))
+                geometries.append(_geometry_or_error(ds))
             except UnreadableInstanceError as error:
                 failures.append((row, str(error)))
         if failures:
@@ -117,13 +129,31 @@ class UnitDataset(Dataset[LoadedUnit]):
                     f"series has a single slice; model {self.manifest.name} reads each slice "
                     f"with {context} neighbour(s) on either side"
                 )
-            volume = order_volume([slice_geometry(ds) for ds in datasets])
-            stacked = neighbour_stacks(np.stack([pixels[i] for i in volume.order]), context)
-            images = on_model_grid(stacked, datasets[volume.order[0]], self.manifest)
+            volume = order_volume([_raised(g) for g in geometries])
+            # Each slice went onto the model's grid as it was read, by its own pixel spacing,
+            # so that no full-size volume is held: one grid for the series needs one spacing.
+            if len(set(spacings)) > 1:
+                raise UnreadableInstanceError("series mixes pixel spacings (PixelSpacing differs)")
+            images = neighbour_stacks(np.stack([slices[i] for i in volume.order]), context)
         except UnreadableInstanceError as error:
             return LoadedUnit([], None, [(row, str(error)) for row in unit.rows])
         rows = [unit.rows[i] for i in volume.order]
         return LoadedUnit(rows, torch.from_numpy(np.ascontiguousarray(images)), [])
+
+
+def _geometry_or_error(ds: pydicom.Dataset) -> SliceGeometry | UnreadableInstanceError:
+    """A slice's geometry, or why its header lacks it: kept instead of the dataset, whose pixels
+    (half a megabyte a 512 x 512 slice) the series does not need once on the model's grid."""
+    try:
+        return slice_geometry(ds)
+    except UnreadableInstanceError as error:
+        return error
+
+
+def _raised(geometry: SliceGeometry | UnreadableInstanceError) -> SliceGeometry:
+    if isinstance(geometry, UnreadableInstanceError):
+        raise geometry
+    return geometry
 
 
 def _stacked(images: list[np.ndarray]) -> torch.Tensor | None:

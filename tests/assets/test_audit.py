@@ -61,7 +61,7 @@ def test_each_run_adds_its_own_trail_and_rewrites_none(
     first = _run(zones, key, instance)
     assert first.success
     checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
-    assert checks["chain_reconciled"] and checks["worklist_matches_findings"]
+    assert checks["every_deidentified_file_catalogued"] and checks["worklist_matches_findings"]
 
     trail = _trail(tmp_path / "research")
     secret = session_keys[PSEUDONYM_KEY_ENV].encode()
@@ -123,9 +123,13 @@ def test_a_file_lost_after_deidentification_blocks_publication(
         selection=later, raise_on_error=False,
     )  # fmt: skip
 
-    reconciled = next(
-        e for e in result.get_asset_check_evaluations() if e.check_name == "chain_reconciled"
+    # The predictions agree with the shortened catalogue, but the catalogue is no longer the
+    # file that its checks judged: publication is refused, naming it.
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "validated_findings"
+    message = failure.step_failure_data.error.cause.message  # type: ignore[union-attr]
+    assert "instance_catalog:instance_catalog: the lake file its checks judged has changed" in (
+        message
     )
-    assert not reconciled.passed
-    assert "de-identified = catalogued: expected" in (reconciled.description or "")
     assert not worklist.exists()  # publication was blocked

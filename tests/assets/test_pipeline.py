@@ -81,7 +81,10 @@ def test_every_partition_succeeds_and_every_check_passes(pipeline: PipelineRun) 
     for result in pipeline.results.values():
         assert result.success
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == len(defs.asset_checks or [])  # type: ignore[arg-type]
+        graph = defs.resolve_asset_graph()
+        assert {(e.asset_key, e.check_name) for e in evaluations} == {
+            (k.asset_key, k.name) for k in graph.asset_check_keys
+        }
         assert all(e.passed for e in evaluations), [
             (e.check_name, e.description) for e in evaluations if not e.passed
         ]

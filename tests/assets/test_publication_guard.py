@@ -97,11 +97,12 @@ def test_a_missing_pseudonym_key_stops_the_run_with_instructions(
     assert not (tmp_path / "research" / "dicom").exists()
 
 
-def test_validated_findings_alone_refuses_what_the_findings_suite_refuses(
+def test_validated_findings_alone_publishes_only_what_its_guards_passed(
     synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
 ) -> None:
-    """A run that selects only `validated_findings` skips the upstream checks; the asset runs
-    the suites itself, so an identifier written into the findings still blocks publication."""
+    """A run that selects only `validated_findings` runs no check: it reads the guards'
+    outcomes back from the instance, so findings whose suite failed, or that were rewritten
+    after their checks ran, stay unpublished."""
     import os
 
     import polars as pl
@@ -109,29 +110,64 @@ def test_validated_findings_alone_refuses_what_the_findings_suite_refuses(
     from assets.validate import PublicationBlocked
     from screenlake import layout
     from screenlake.keys import PSEUDONYM_KEY_ENV
-    from screenlake.tables import STUDY_FINDINGS
+    from screenlake.tables import STUDY_CATALOG, STUDY_FINDINGS, VALIDATED_FINDINGS
 
     resources = _resources(tmp_path, synthetic_export)
+    instance = dg.DagsterInstance.ephemeral()
     day = synthetic_export.days[0]
     key = partition_key(day, PROGRAMME)
     graph = [*defs.assets, *defs.asset_checks]
-    assert dg.materialize(graph, resources=resources, partition_key=key).success  # type: ignore[arg-type]
-    findings = (
-        tmp_path
-        / "research"
-        / layout.lake_table_path(
-            STUDY_FINDINGS, layout.Batch(day, PROGRAMME), os.environ[PSEUDONYM_KEY_ENV].encode()
-        )
-    )
-    leaked = pl.read_parquet(findings).with_columns(
-        pl.lit("123456782").alias("patient_pseudonym")  # a BSN where a pseudonym belongs
-    )
-    leaked.write_parquet(findings)
+    assert dg.materialize(graph, resources=resources, partition_key=key, instance=instance).success  # type: ignore[arg-type]
+    batch, secret = layout.Batch(day, PROGRAMME), os.environ[PSEUDONYM_KEY_ENV].encode()
+    published = tmp_path / "research" / layout.lake_table_path(VALIDATED_FINDINGS, batch, secret)
+    published.unlink()
 
-    with pytest.raises(PublicationBlocked, match=r"suite findings: .*\(patient_pseudonym\)"):
+    def validate_alone() -> None:
         dg.materialize(
             graph,  # type: ignore[arg-type]
             resources=resources,
             partition_key=key,
-            selection=dg.AssetSelection.assets("validated_findings").without_checks(),
+            instance=instance,
+            selection=dg.AssetSelection.assets("validated_findings"),
         )
+
+    # Findings changed outside any run after their suite passed: not the file it judged.
+    findings = tmp_path / "research" / layout.lake_table_path(STUDY_FINDINGS, batch, secret)
+    pl.read_parquet(findings).with_columns(
+        pl.lit("123456782").alias("patient_pseudonym")
+    ).write_parquet(findings)
+    with pytest.raises(
+        PublicationBlocked,
+        match="study_findings:study_findings: the lake file its checks judged has changed since",
+    ):
+        validate_alone()
+    assert not published.exists()
+
+    # Predictions rewritten after their checks ran: no guard vouches for what is there now.
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("instance_predictions", partition=key)
+    )
+    with pytest.raises(PublicationBlocked, match="not evaluated on the latest materialisation"):
+        validate_alone()
+    assert not published.exists()
+
+    # A BSN where a pseudonym belongs reaches the findings: their suite fails in their step.
+    studies = tmp_path / "research" / layout.lake_table_path(STUDY_CATALOG, batch, secret)
+    pl.read_parquet(studies).with_columns(
+        pl.lit("123456782").alias("patient_pseudonym")
+    ).write_parquet(studies)
+    refused = dg.materialize(
+        graph,  # type: ignore[arg-type]
+        resources=resources,
+        partition_key=key,
+        instance=instance,
+        selection=dg.AssetSelection.assets("study_findings"),
+        raise_on_error=False,
+    )
+    [suite] = refused.get_asset_check_evaluations()
+    assert suite.check_name == "findings_suite_passes" and not suite.passed
+    with pytest.raises(
+        PublicationBlocked, match=r"study_findings:findings_suite_passes: failed: findings suite"
+    ):
+        validate_alone()
+    assert not published.exists()

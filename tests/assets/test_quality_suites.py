@@ -1,4 +1,4 @@
-"""The Great Expectations suites as blocking checks on one partition of the graph."""
+"""The Great Expectations suites as blocking checks, run in the steps of their assets, on one\npartition of the graph."""
 
 from __future__ import annotations
 
@@ -11,17 +11,12 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from assets.quality_suites import (
-    catalogue_suite_passes,
-    findings_suite_passes,
-    predictions_suite_passes,
-)
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
 from orchestration.resources import resources_for
 from screenlake import layout
 from screenlake.keys import PSEUDONYM_KEY_ENV
-from screenlake.tables import INSTANCE_PREDICTIONS, read_parquet, write_parquet
+from screenlake.tables import INSTANCE_CATALOG, read_parquet, write_parquet
 from tests.conftest import Export
 
 pytestmark = pytest.mark.slow
@@ -125,15 +120,11 @@ def test_a_bad_predictions_table_blocks_the_findings_and_their_publication(
 ) -> None:
     shutil.copytree(partition.root, tmp_path, dirs_exist_ok=True)
     key = session_keys[PSEUDONYM_KEY_ENV].encode()
-    table = (
-        tmp_path / "research" / layout.lake_table_path(INSTANCE_PREDICTIONS, partition.batch, key)
-    )
-    predictions = read_parquet(INSTANCE_PREDICTIONS, table)
-    # One catalogued instance loses its prediction; another gets a score no model gives.
-    broken = predictions.slice(1).with_columns(
-        pl.when(pl.int_range(pl.len()) == 0).then(1.5).otherwise(pl.col("score")).alias("score")
-    )
-    write_parquet(broken, INSTANCE_PREDICTIONS, table)
+    table = tmp_path / "research" / layout.lake_table_path(INSTANCE_CATALOG, partition.batch, key)
+    catalog = read_parquet(INSTANCE_CATALOG, table)
+    # One instance catalogued twice: inference scores it twice, and the suite, in the
+    # inference step, finds the predictions' key repeated.
+    write_parquet(pl.concat([catalog, catalog.head(1)]), INSTANCE_CATALOG, table)
     published = tmp_path / "research" / "lake" / "validated_findings"
     shutil.rmtree(published)
 
@@ -141,23 +132,21 @@ def test_a_bad_predictions_table_blocks_the_findings_and_their_publication(
         _graph(),
         resources=_resources(tmp_path, synthetic_export),
         partition_key=partition.key,
-        selection=dg.AssetSelection.checks(predictions_suite_passes)
-        | dg.AssetSelection.assets("study_findings", "validated_findings").without_checks()
-        | dg.AssetSelection.checks(findings_suite_passes),
+        selection=dg.AssetSelection.assets(
+            "instance_predictions", "study_findings", "validated_findings"
+        ),
         raise_on_error=False,
     )
     assert not result.success
     checks = _checks(result)
+    assert set(checks) == {"predictions_suite_passes"}  # the only suite of the selection run
     check = checks["predictions_suite_passes"]
     assert not check.passed
     failures = cast(list[dict[str, Any]], check.metadata["failures"].value)
-    failed = {f["expectation"] for f in failures}
-    assert failed == {
-        "expect_column_values_to_be_in_set(predicted)",
-        "expect_column_values_to_be_between(score)",
+    assert {f["expectation"] for f in failures} == {
+        "expect_column_values_to_be_unique(sop_instance_uid)"
     }
-    assert check.metadata["failed_by_group"].value == {"completeness": 1, "ranges": 1}
-    assert not _materialised(result) & {"study_findings", "validated_findings"}
+    assert check.metadata["failed_by_group"].value == {"uniqueness": 1}
+    # Written, then held back: nothing downstream ran.
+    assert _materialised(result) == {"instance_predictions"}
     assert not published.exists()
-    assert catalogue_suite_passes  # the catalogue check was not selected: it did not run
-    assert "catalogue_suite_passes" not in checks

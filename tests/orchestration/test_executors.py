@@ -13,8 +13,10 @@ from screenlake.errors import ConfigurationError
 BROKER = {"SCREENLAKE_CELERY_BROKER": "redis://:secret@127.0.0.1:6379/0"}
 
 
-def test_the_default_is_dagsters_multiprocess_executor() -> None:
-    assert executor_for({}) is None
+def test_the_default_is_dagsters_multiprocess_executor_on_a_forkserver() -> None:
+    default = executor_for({})
+    assert default.name == "multiprocess"
+    assert executor_for({"SCREENLAKE_EXECUTOR": "multiprocess"}).name == "multiprocess"
     assert executor_for({"SCREENLAKE_EXECUTOR": "in_process"}) is dg.in_process_executor
 
 

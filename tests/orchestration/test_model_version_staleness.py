@@ -58,13 +58,7 @@ UPSTREAM = {
     "study_catalog",
 }
 INFERENCE_NAMES = {"instance_predictions", "study_findings"}
-INFERENCE_CHECKS = {
-    "scores_in_unit_interval",
-    "every_instance_has_prediction",
-    "predictions_suite_passes",
-    "study_scores_in_unit_interval",
-    "findings_suite_passes",
-}
+INFERENCE_CHECKS = {"predictions_suite_passes", "findings_suite_passes"}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from screenlake.reconcile import chain_steps, outcome_of, worklist_step
+from screenlake.reconcile import deidentified_catalogued, outcome_of, worklist_step
 
 BATCH = "dicom/programme=cxr_tb/batch=B0123456789ABCDE"
 
@@ -28,26 +28,19 @@ def _catalog(paths: list[str]) -> pl.DataFrame:
     )
 
 
-def _predictions(uids: list[str], status: str = "ok") -> pl.DataFrame:
-    return pl.DataFrame({"sop_instance_uid": uids, "status": [status] * len(uids)})
-
-
 AUDIT = _audit(["deidentified", "deidentified", "quarantined"])
 CATALOG = _catalog([f"{BATCH}/1.dcm", f"{BATCH}/2.dcm"])
 
 
-def test_a_clean_chain_holds_at_every_step() -> None:
-    outcome = outcome_of(chain_steps(3, AUDIT, CATALOG, _predictions(["2.25.1", "2.25.2"])))
+def test_every_deidentified_file_catalogued_holds() -> None:
+    outcome = outcome_of([deidentified_catalogued(AUDIT, CATALOG)])
     assert outcome.passed
-    assert outcome.summary == (
-        "landed = de-identified + quarantined: 3; de-identified = catalogued: 2; "
-        "catalogued = predicted + failed: 2"
-    )
+    assert outcome.summary == "de-identified = catalogued: 2"
 
 
 def test_a_file_lost_between_deidentification_and_the_catalogue_is_named() -> None:
     catalog = _catalog([f"{BATCH}/1.dcm"])
-    outcome = outcome_of(chain_steps(3, AUDIT, catalog, _predictions(["2.25.1"])))
+    outcome = outcome_of([deidentified_catalogued(AUDIT, catalog)])
     assert not outcome.passed
     # By file name only: the batch's token would sit beside the real date in the check's metadata.
     assert (
@@ -58,17 +51,11 @@ def test_a_file_lost_between_deidentification_and_the_catalogue_is_named() -> No
     ]
 
 
-def test_a_landed_file_without_an_outcome_and_an_unknown_prediction_are_found() -> None:
-    steps = chain_steps(4, AUDIT, CATALOG, _predictions(["2.25.1", "2.25.2", "2.25.9"]))
-    failed = [s.name for s in steps if not s.holds]
-    assert failed == ["landed = de-identified + quarantined", "catalogued = predicted + failed"]
-    assert steps[2].extra == ["2.25.9"]
-
-
-def test_a_prediction_with_an_unknown_status_does_not_count() -> None:
-    predictions = pl.concat([_predictions(["2.25.1"]), _predictions(["2.25.2"], "skipped")])
-    step = chain_steps(3, AUDIT, CATALOG, predictions)[2]
-    assert not step.holds and step.missing == ["2.25.2"]
+def test_a_catalogue_row_for_a_file_not_written_is_found() -> None:
+    catalog = _catalog([f"{BATCH}/1.dcm", f"{BATCH}/2.dcm", f"{BATCH}/7.dcm"])
+    step = deidentified_catalogued(AUDIT, catalog)
+    assert not step.holds
+    assert step.extra == ["7.dcm"]
 
 
 def test_the_worklist_must_list_exactly_the_flagged_findings() -> None:
