@@ -396,7 +396,11 @@ def main() -> None:
         )
         configure(modes[0], root / modes[0], drop)
         stages = essential_steps()
-        results = [run_mode(mode, root / mode, drop, partitions) for mode in modes]
+        results = []
+        for mode in modes:
+            results.append(run_mode(mode, root / mode, drop, partitions))
+            if not args.keep:  # a mode's zones hold twice the export: free them for the next
+                shutil.rmtree(root / mode, ignore_errors=True)
         report(results, stages, instances)
     finally:
         if args.keep:
