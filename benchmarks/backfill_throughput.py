@@ -70,7 +70,8 @@ class ModeResult:
     runs: list[RunTiming]
 
 
-def _union_seconds(intervals: list[tuple[float, float]]) -> float:
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by at least one of the (start, end) intervals."""
     total, end = 0.0, float("-inf")
     for start, stop in sorted(intervals):
         if stop <= end:
@@ -97,7 +98,7 @@ def run_timing(instance: dg.DagsterInstance, run_id: str) -> RunTiming:
     return RunTiming(
         queued_s=record.start_time - record.create_timestamp.timestamp(),
         wall_s=record.end_time - record.start_time,
-        in_steps_s=_union_seconds(intervals),
+        in_steps_s=union_seconds(intervals),
     )
 
 

@@ -52,7 +52,7 @@ from unittest import mock
 
 import dagster as dg
 from _memory import TreeSampler, reset_own_peak, vm_hwm
-from backfill_throughput import REPO, partitions_of, run_timing
+from backfill_throughput import REPO, partitions_of, run_timing, union_seconds
 from cryptography.fernet import Fernet
 
 from screenlake.devservers.process import free_port
@@ -112,6 +112,13 @@ class ModeResult:
     check_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     step_peak: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     run_spans: list[tuple[float, float]] = field(default_factory=list)
+    step_spans: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds of the span in which no step of any run was computing: with runs at once,
+        a run waiting for a pool slot another run holds is not idle machinery."""
+        return self.runs_span_s - union_seconds(self.step_spans)
 
     @property
     def runs_span_s(self) -> float:
@@ -162,6 +169,7 @@ def _record_steps(
             if pid != os.getpid():
                 peak = max(peak, sampler.hwm.get(pid, 0))
             result.step_s[entry.step_key] += entry.timestamp - start
+            result.step_spans.append((start, entry.timestamp))
             result.step_peak[entry.step_key] = max(result.step_peak[entry.step_key], peak)
 
 
@@ -267,8 +275,8 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
     print()
     print(
         f"{'mode':<13} {'wall s':>7} {'inst/s':>7} {'step s':>7} {'in steps':>9} "
-        f"{'outside':>8} {'outside %':>9} {'runs s':>7} {'span s':>7} {'own peak MB':>11} "
-        f"{'essential':>9}"
+        f"{'outside':>8} {'outside %':>9} {'runs s':>7} {'span s':>7} {'idle %':>6} "
+        f"{'own peak MB':>11} {'essential':>9}"
     )
     for r in results:
         rate = instances / r.wall_s
@@ -278,7 +286,8 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
         print(
             f"{r.mode:<13} {r.wall_s:>7.1f} {rate:>7.2f} {total_steps:>7.1f} "
             f"{r.in_steps_s:>9.1f} {r.outside_steps_s:>8.1f} {outside_pct:>9.1f} "
-            f"{r.run_wall_s:>7.1f} {r.runs_span_s:>7.1f} {r.own_peak / MB:>11.0f} {share:>9.2f}"
+            f"{r.run_wall_s:>7.1f} {r.runs_span_s:>7.1f} {100 * r.idle_s / r.runs_span_s:>6.1f} "
+            f"{r.own_peak / MB:>11.0f} {share:>9.2f}"
         )
         figures.update(
             {
@@ -289,6 +298,8 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
                 f"{r.mode}_outside_steps_pct": round(outside_pct, 1),
                 f"{r.mode}_runs_s": round(r.run_wall_s, 1),
                 f"{r.mode}_runs_span_s": round(r.runs_span_s, 1),
+                f"{r.mode}_idle_s": round(r.idle_s, 1),
+                f"{r.mode}_idle_pct": round(100 * r.idle_s / r.runs_span_s, 1),
                 f"{r.mode}_own_peak_mb": round(r.own_peak / MB),
                 f"{r.mode}_max_step_peak_mb": round(max(r.step_peak.values()) / MB),
                 f"{r.mode}_essential_share": round(share, 3),
@@ -300,8 +311,9 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
     print(
         "(step s = sum of step seconds; in steps = the union of a run's steps over time, summed"
         " over runs; outside = runs s - in steps; runs s = the runs' wall seconds summed; span s ="
-        " first run start to last run end, less than runs s when runs overlap; own peak = this"
-        " process's VmHWM during the mode)"
+        " first run start to last run end, less than runs s when runs overlap; idle = share of"
+        " the span in which no step of any run computed; own peak = this process's VmHWM during"
+        " the mode)"
     )
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
 
