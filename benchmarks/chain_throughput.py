@@ -22,15 +22,22 @@ the work folder (under the system temp folder):
 Figures:
 
 - per step: seconds from STEP_START to STEP_SUCCESS summed over the partitions, and peak memory:
-  the largest sampled RSS (every 50 ms) summed over the step's process and its descendants, and
-  for a step in its own process also that process's VmHWM. In one process every step shares
-  the run's process, so a step's peak is the whole process's RSS during the step.
+  the largest sampled memory (every 200 ms) summed over the step's process and its descendants,
+  each process's PSS so that pages a forked worker shares with its step count once, and for a
+  step in its own process at least that process's VmHWM. In one process every step shares the
+  run's process, so a step's peak is the whole process's memory during the step.
 - per mode: wall seconds, instances per second end to end, seconds inside step compute (the
   union of a run's step intervals) and outside it (run start-up, step process spawns, event
   writes), the runs' seconds summed and their span, this process's own peak RSS, and the
   essential share: landing + de-identification + inference seconds over all step seconds. A
   step that runs its asset's checks reports their seconds (`seconds_checking`); they are taken
   out of the essential stages, so a check moved into an essential step never counts as work.
+  Cores busy: the machine's CPU seconds not idle over the mode's wall seconds (of all cores);
+  inference's own split between waiting for decoded images and computing comes from its
+  metadata (`seconds_loading`, `seconds_computing`).
+- runs at once: with the multiprocess and daemon modes both run, the daemon's span (two
+  partitions at once) over the multiprocess mode's runs summed (the same partitions one after
+  the other, same executor).
 
 The last line holds every figure as name=value pairs.
 """
@@ -48,9 +55,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 from unittest import mock
 
 import dagster as dg
+import psutil
 from _memory import TreeSampler, reset_own_peak, vm_hwm
 from backfill_throughput import REPO, partitions_of, run_timing, union_seconds
 from cryptography.fernet import Fernet
@@ -68,6 +77,32 @@ INFERENCE_GROUP = "infer"
 _STEP_END = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 MB = 1024 * 1024
+
+
+def step_sampler() -> TreeSampler:
+    """PSS of every process in the steps' trees (see TreeSampler), every 200 ms: reading PSS
+    wants a longer interval than RSS does."""
+    return TreeSampler(interval=0.2, proportional=True)
+
+
+class BusyCores:
+    """The machine's CPU seconds spent not idle (nor waiting for I/O) while the block runs."""
+
+    def __enter__(self) -> Self:
+        self._start = self._busy()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._end = self._busy()
+
+    @staticmethod
+    def _busy() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def seconds(self) -> float:
+        """Busy CPU seconds between entering and leaving (or now, inside the block)."""
+        return getattr(self, "_end", self._busy()) - self._start
 
 
 def screening_job() -> dg.JobDefinition:
@@ -110,6 +145,10 @@ class ModeResult:
     step_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     # Seconds an asset's own checks took inside its step (its `seconds_checking` metadata).
     check_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Inference's wait for decoded images and its model time (its metadata), summed.
+    loading_s: float = 0.0
+    computing_s: float = 0.0
+    cpu_busy_s: float = 0.0
     step_peak: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     run_spans: list[tuple[float, float]] = field(default_factory=list)
     step_spans: list[tuple[float, float]] = field(default_factory=list)
@@ -156,11 +195,13 @@ def _record_steps(
         if event is None or not entry.step_key:
             continue
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            checking = event.step_materialization_data.materialization.metadata.get(
-                "seconds_checking"
-            )
+            metadata = event.step_materialization_data.materialization.metadata
+            checking = metadata.get("seconds_checking")
             if checking is not None:
                 result.check_s[entry.step_key] += float(checking.value)  # type: ignore[arg-type]
+            if "seconds_loading" in metadata and "seconds_computing" in metadata:
+                result.loading_s += float(metadata["seconds_loading"].value)  # type: ignore[arg-type]
+                result.computing_s += float(metadata["seconds_computing"].value)  # type: ignore[arg-type]
         elif event.event_type == dg.DagsterEventType.STEP_START:
             started[entry.step_key] = (entry.timestamp, event.pid or os.getpid())
         elif event.event_type in _STEP_END and entry.step_key in started:
@@ -202,7 +243,8 @@ def run_mode(mode: str, root: Path, drop: Path, partitions: list[str]) -> ModeRe
         dg.DagsterInstance.local_temp(
             str(root / "dagster"), overrides={"telemetry": {"enabled": False}}
         ) as instance,
-        TreeSampler() as sampler,
+        step_sampler() as sampler,
+        BusyCores() as busy,
     ):
         job = screening_job()
         started, run_ids = time.perf_counter(), []
@@ -223,6 +265,7 @@ def run_mode(mode: str, root: Path, drop: Path, partitions: list[str]) -> ModeRe
             run_ids.append(run.run_id)
             print(f"  {mode} {key}: done", flush=True)
         result.wall_s = time.perf_counter() - started
+        result.cpu_busy_s = busy.seconds()
         result.own_peak = vm_hwm()
         for run_id in run_ids:
             _record_steps(result, instance, run_id, sampler)
@@ -236,13 +279,15 @@ def _run_on_stack(root: Path, partitions: list[str]) -> ModeResult:
     ports = {name: free_port() for name in ("postgres", "redis", "code_server", "webserver")}
     stack = Stack(root / "stack", REPO / "deploy", dict(os.environ), ports)
     result = ModeResult("daemon")
-    with TreeSampler() as sampler:
+    with step_sampler() as sampler:
         try:
             stack.start()
             started = time.perf_counter()
-            backfill = stack.webserver.launch_backfill(JOB, partitions)
-            runs = stack.webserver.wait_for_backfill(backfill, len(partitions), timeout_s=7200)
+            with BusyCores() as busy:
+                backfill = stack.webserver.launch_backfill(JOB, partitions)
+                runs = stack.webserver.wait_for_backfill(backfill, len(partitions), timeout_s=7200)
             result.wall_s = time.perf_counter() - started
+            result.cpu_busy_s = busy.seconds()
             result.own_peak = vm_hwm()
             failed = [r["runId"] for r in runs if r["status"] != "SUCCESS"]
             if failed:
@@ -276,7 +321,7 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
     print(
         f"{'mode':<13} {'wall s':>7} {'inst/s':>7} {'step s':>7} {'in steps':>9} "
         f"{'outside':>8} {'outside %':>9} {'runs s':>7} {'span s':>7} {'idle %':>6} "
-        f"{'own peak MB':>11} {'essential':>9}"
+        f"{'own peak MB':>11} {'essential':>9} {'cores busy':>10} {'infer wait %':>12}"
     )
     for r in results:
         rate = instances / r.wall_s
@@ -287,7 +332,8 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
             f"{r.mode:<13} {r.wall_s:>7.1f} {rate:>7.2f} {total_steps:>7.1f} "
             f"{r.in_steps_s:>9.1f} {r.outside_steps_s:>8.1f} {outside_pct:>9.1f} "
             f"{r.run_wall_s:>7.1f} {r.runs_span_s:>7.1f} {100 * r.idle_s / r.runs_span_s:>6.1f} "
-            f"{r.own_peak / MB:>11.0f} {share:>9.2f}"
+            f"{r.own_peak / MB:>11.0f} {share:>9.2f} {r.cpu_busy_s / r.wall_s:>10.2f} "
+            f"{100 * r.loading_s / max(r.loading_s + r.computing_s, 1e-9):>12.1f}"
         )
         figures.update(
             {
@@ -303,6 +349,9 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
                 f"{r.mode}_own_peak_mb": round(r.own_peak / MB),
                 f"{r.mode}_max_step_peak_mb": round(max(r.step_peak.values()) / MB),
                 f"{r.mode}_essential_share": round(share, 3),
+                f"{r.mode}_cores_busy": round(r.cpu_busy_s / r.wall_s, 2),
+                f"{r.mode}_inference_loading_s": round(r.loading_s, 1),
+                f"{r.mode}_inference_computing_s": round(r.computing_s, 1),
             }
         )
         for stage, keys in stages.items():
@@ -313,8 +362,20 @@ def report(results: list[ModeResult], stages: dict[str, tuple[str, ...]], instan
         " over runs; outside = runs s - in steps; runs s = the runs' wall seconds summed; span s ="
         " first run start to last run end, less than runs s when runs overlap; idle = share of"
         " the span in which no step of any run computed; own peak = this process's VmHWM during"
-        " the mode)"
+        " the mode; cores busy = the machine's busy CPU seconds over wall seconds, of"
+        f" {os.cpu_count()}; infer wait = inference's share of its loop spent waiting for decoded"
+        " images)"
     )
+    by_mode = {r.mode: r for r in results}
+    if {"multiprocess", "daemon"} <= by_mode.keys():
+        alone, together = by_mode["multiprocess"], by_mode["daemon"]
+        ratio = together.runs_span_s / alone.run_wall_s
+        print(
+            f"runs at once: the daemon's {len(together.run_spans)} runs spanned"
+            f" {together.runs_span_s:.1f} s; one after the other (multiprocess) they took"
+            f" {alone.run_wall_s:.1f} s: {ratio:.2f} of it"
+        )
+        figures["at_once_over_one_after_another"] = round(ratio, 3)
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
 
 

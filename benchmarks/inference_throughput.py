@@ -38,9 +38,8 @@ per model, and the main process's minor page faults an image, printed for both r
 differ, so does what the two runs measured.
 
 Both runs use the same torch intra-op thread count (`--threads`, printed; by default the cores
-the workers leave). Workers default as the engine's do (`default_loader_workers`): none on a 2-core CPU,
-up to 4 on a larger one, up to 8 with CUDA. The last line holds every figure as name=value
-pairs.
+the workers leave). Workers default as the engine's do (`default_loader_workers`): one per core
+up to 8 on the CPU, two fewer with CUDA. The last line holds every figure as name=value pairs.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ class ModelRegistry(dg.ConfigurableResource):
     device: str | None = None
     # None: 64 images a batch on the CPU, 256 on a GPU (`default_batch_size`).
     batch_size: int | None = None
-    # None: by device (`default_loader_workers`): none on a small CPU, most cores with CUDA.
+    # None: one per core up to 8, two cores left to the main process with CUDA
+    # (`default_loader_workers`).
     loader_workers: int | None = None
     cache_dir: str | None = None
     s3_endpoint_url: str | None = None

@@ -237,8 +237,9 @@ def test_progress_is_reported_per_shard(
 def test_workers_default_by_device_and_cores() -> None:
     from screenlake.inference.predict import default_loader_workers
 
-    assert default_loader_workers("cpu", 2) == 0
-    assert default_loader_workers("cpu", 16) == 4
+    assert default_loader_workers("cpu", 1) == 1
+    assert default_loader_workers("cpu", 2) == 2
+    assert default_loader_workers("cpu", 16) == 8
     assert default_loader_workers("cuda", 16) == 8
     assert default_loader_workers("cuda:0", 2) == 1
 
