@@ -2,9 +2,7 @@
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
-import json
 import time
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -24,15 +22,33 @@ from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
 from screenlake import layout, quality
 from screenlake.deid.batch import LandedFile, deidentify_batch
-from screenlake.deid.profile import DEFAULT_PROFILE_PATH, Profile
+from screenlake.deid.profile import Profile
+from screenlake.residual import scan_batch
 from screenlake.tables import DEIDENTIFICATION_AUDIT
 from screenlake.vault import vault_entries, write_vault
-from screenlake.verify import index_originals, scan_files
 
-PROFILE_VERSION = json.loads(DEFAULT_PROFILE_PATH.read_text(encoding="utf-8"))["version"]
 MAX_FINDINGS_SHOWN = 10
 
 
+def deidentification_assets(settings: DeidentificationSettings) -> list[dg.AssetsDefinition]:
+    """`deidentified_instances` and `pseudonym_vault` with the code version of the profile the
+    deployment configures (`Profile.code_version`: name, version and content digest), so that a
+    new or edited profile makes them, and everything downstream of them, stale.
+
+    The profile is loaded, and so validated, when the code location loads: a broken profile
+    stops the location loading instead of failing the night's first de-identification step.
+    """
+    version = settings.profile().code_version
+    return list(
+        dg.map_asset_specs(
+            lambda spec: spec.replace_attributes(code_version=version),
+            [deidentified_instances, pseudonym_vault],
+        )
+    )
+
+
+# No code_version on the two assets here: it depends on the deployment's profile, so
+# `deidentification_assets` sets it when the Definitions are built.
 ACCOUNTED_FOR = "every_landed_file_accounted_for"
 NO_IDENTIFIERS = "no_identifiers_in_research_zone"
 
@@ -42,7 +58,6 @@ NO_IDENTIFIERS = "no_identifiers_in_research_zone"
     partitions_def=screening_partitions,
     deps=[raw_instances],
     kinds={"dicom", "parquet"},
-    code_version=PROFILE_VERSION,
     check_specs=[
         step_check(
             "deidentified_instances",
@@ -105,9 +120,7 @@ def deidentified_instances(
         )
     )
     checks.run(
-        lambda: _residual_scan(
-            manifest, raw_dir, research_zone.path(output_prefix), profile, deidentification
-        )
+        lambda: _residual_scan(phi_zone, research_zone, batch, key, profile, deidentification)
     )
     return checks.materialize_result(
         {
@@ -123,32 +136,27 @@ def deidentified_instances(
 
 
 def _residual_scan(
-    manifest: pl.DataFrame,
-    raw_dir: Path,
-    batch_dir: Path,
+    phi_zone: ZoneStore,
+    research_zone: ZoneStore,
+    batch: layout.Batch,
+    key: bytes,
     profile: Profile,
     deidentification: DeidentificationSettings,
 ) -> dg.AssetCheckResult:
-    """Scan every de-identified file of the batch, as read back from the research zone's
-    folder, for the identifiers of the landed originals."""
-    workers = deidentification.worker_count()
-    index = index_originals(
-        (raw_dir / p for p in manifest["landed_path"]), profile.options, workers=workers
-    )
-    files = sorted(batch_dir.rglob("*.dcm")) if batch_dir.exists() else []
-    # Files are named inside the batch's folder: its token must not sit beside the real date.
-    findings = scan_files(
-        ((f, f.relative_to(batch_dir).as_posix()) for f in files), index, workers=workers
+    """The residual-PHI gate (`scan_batch`, as `screenlake verify` runs it) on what the step
+    wrote, read back from the research zone."""
+    scan = scan_batch(
+        phi_zone, research_zone, batch, key, profile.options, deidentification.worker_count()
     )
     return dg.AssetCheckResult(
         check_name=NO_IDENTIFIERS,
-        passed=not findings,
-        description=f"{len(files)} files scanned, {len(findings)} identifiers found",
+        passed=scan.passed,
+        description=f"{scan.files_scanned} files scanned, {len(scan.findings)} identifiers found",
         metadata={
-            "files_scanned": len(files),
-            "findings": len(findings),
+            "files_scanned": scan.files_scanned,
+            "findings": len(scan.findings),
             "first_findings": dg.MetadataValue.json(
-                [f.__dict__ for f in findings[:MAX_FINDINGS_SHOWN]]
+                [f.__dict__ for f in scan.findings[:MAX_FINDINGS_SHOWN]]
             ),
         },
     )
@@ -159,7 +167,6 @@ def _residual_scan(
     partitions_def=screening_partitions,
     deps=[raw_instances],
     kinds={"parquet"},
-    code_version=PROFILE_VERSION,
 )
 def pseudonym_vault(
     context: dg.AssetExecutionContext,

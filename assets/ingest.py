@@ -10,6 +10,7 @@ from resources.sources import StudySource
 from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.ingest import batch_files, land_files, source_files_of, study_index
+from screenlake.objections import ObjectionRegister, without_objecting_patients
 from screenlake.tables import (
     LANDED_INSTANCES,
     SOURCE_FILES,
@@ -43,7 +44,11 @@ def pacs_studies(
     # Taken before listing: a file that arrives in between changes the next summary, so the
     # sensor runs the day again instead of believing it listed.
     summary = source.day_summary(batch.day)
-    listing = source.list_day(batch.day)
+    everything = source.list_day(batch.day)
+    # Objections are honoured between listing and retrieval: nothing of theirs is landed.
+    key = pseudonym_key.key()
+    objections = ObjectionRegister(phi_zone, key).in_force()
+    listing, excluded = without_objecting_patients(everything, key, objections, batch.programme)
     studies = study_index(listing, batch)
     files = batch_files(listing, batch)
     write_parquet(studies, STUDY_INDEX, phi_zone.path(layout.study_index_path(batch)))
@@ -55,7 +60,9 @@ def pacs_studies(
             "studies": studies.height,
             "files": files.height,
             "files_unreadable_or_unrouted": files.filter(files["problem"].is_not_null()).height,
-            "files_in_source_for_day": listing.file_count,
+            "files_in_source_for_day": everything.file_count,
+            "studies_excluded_by_objection": excluded.studies,
+            "files_excluded_by_objection": excluded.files,
             SOURCE_SUMMARY: summary,
         }
     )

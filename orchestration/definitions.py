@@ -24,6 +24,7 @@ from assets import (
 from orchestration.automation import new_studies_sensor, nightly_screening, screening_job
 from orchestration.executors import executor_for
 from orchestration.resources import resources_for
+from resources.deidentification import DeidentificationSettings
 from resources.models import ModelRegistry
 
 _modules = [
@@ -41,9 +42,13 @@ _modules = [
 ]
 
 
-def _assets(models: ModelRegistry) -> list[Any]:
-    """Every asset, the inference ones versioned by the models the registry `models` uses."""
-    versioned = infer.inference_assets(models)
+def _assets(models: ModelRegistry, deidentification: DeidentificationSettings) -> list[Any]:
+    """Every asset; the inference ones versioned by the models the registry `models` uses, the
+    de-identification ones by the profile `deidentification` configures."""
+    versioned = [
+        *infer.inference_assets(models),
+        *deidentify.deidentification_assets(deidentification),
+    ]
     replaced = {key for asset in versioned for key in asset.keys}
     others = [
         asset
@@ -55,11 +60,12 @@ def _assets(models: ModelRegistry) -> list[Any]:
 
 def definitions_for(env: str, settings: Mapping[str, str]) -> dg.Definitions:
     """screenlake's Definitions for environment `env` with the settings in `settings`; the
-    inference assets' code version comes from the models folder the `models` resource uses."""
+    inference assets' code version comes from the models folder the `models` resource uses, the
+    de-identification assets' from the profile the `deidentification` resource uses."""
     # Folders only (no secrets): the key resources read their variables at run time.
     resources = resources_for(env, settings)
     return dg.Definitions(
-        assets=_assets(resources["models"]),
+        assets=_assets(resources["models"], resources["deidentification"]),
         asset_checks=dg.load_asset_checks_from_modules(_modules),
         jobs=[screening_job],
         schedules=[nightly_screening],

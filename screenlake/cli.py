@@ -147,19 +147,55 @@ def _connect_to_s3_lake(con: duckdb.DuckDBPyConnection, zone: str) -> None:
     refresh_views(con, location.uri("lake"))
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from screenlake.verify import index_originals, scan_files
+def _zone_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The environment's settings, with the zones `--phi-zone` and `--research-zone` name."""
+    settings = dict(os.environ)
+    for setting, value in ((PHI_ZONE, args.phi_zone), (RESEARCH_ZONE, args.research_zone)):
+        if value:
+            settings[setting] = value
+    return settings
 
-    originals = sorted((args.phi_zone / "raw").rglob("*.dcm"))
-    research_files = sorted((args.research_zone / "dicom").rglob("*.dcm"))
-    index = index_originals(originals)
-    root = args.research_zone
-    findings = scan_files(((f, f.relative_to(root).as_posix()) for f in research_files), index)
-    print(f"{len(research_files)} research-zone files scanned against {len(originals)} originals")
-    for finding in findings:
-        print(f"  {finding.kind}: {finding.file} [{finding.element}]")
-    print("no identifiers found" if not findings else f"{len(findings)} identifiers found")
-    return EXIT_OK if not findings else EXIT_FAILED
+
+def _verify(args: argparse.Namespace) -> int:
+    """The residual-PHI gate over every landed batch (or those asked for), exactly as the
+    blocking check runs it: `scan_batch` with the zones, pseudonym key, profile options and
+    worker count the deployment's settings give the pipeline."""
+    from orchestration.resources import resources_for
+    from screenlake import layout
+    from screenlake.residual import landed_batches, scan_batch
+
+    settings = _zone_settings(args)
+    resources = resources_for(settings.get("SCREENLAKE_ENV") or "local", settings)
+    phi, research = resources["phi_zone"], resources["research_zone"]
+    deidentification = resources["deidentification"]
+    phi.pull(layout.RAW_DIR)
+    batches = landed_batches(phi.path())
+    if args.partition:
+        wanted = set(args.partition)
+        batches = [b for b in batches if f"{b.day.isoformat()}|{b.programme}" in wanted]
+    if not batches:
+        print("nothing to verify: no landed batch in the PHI zone matches")
+        return EXIT_FAILED
+    key = resources["pseudonym_key"].key()
+    options = deidentification.profile().options
+    workers = deidentification.worker_count()
+    failed = 0
+    for batch in batches:
+        scan = scan_batch(phi, research, batch, key, options, workers)
+        state = "no identifiers" if scan.passed else f"{len(scan.findings)} identifiers found"
+        print(
+            f"{batch.day.isoformat()}|{batch.programme}: {scan.files_scanned} research files "
+            f"scanned against {scan.originals} originals: {state}"
+        )
+        for finding in scan.findings:
+            print(f"  {finding.kind}: {finding.file} [{finding.element}]")
+        failed += not scan.passed
+    print(
+        f"{len(batches)} batches verified, none with identifiers"
+        if not failed
+        else f"{failed} of {len(batches)} batches hold identifiers"
+    )
+    return EXIT_OK if not failed else EXIT_FAILED
 
 
 def _reidentify(args: argparse.Namespace) -> int:
@@ -210,10 +246,7 @@ def _keys(args: argparse.Namespace) -> int:
     from screenlake.keys import PSEUDONYM_KEY_ENV
     from screenlake.vault import VAULT_KEY_ENV
 
-    settings = dict(os.environ)
-    for setting, value in ((PHI_ZONE, args.phi_zone), (RESEARCH_ZONE, args.research_zone)):
-        if value:
-            settings[setting] = value
+    settings = _zone_settings(args)
     phi = zone_for(settings, "PHI", PHI_ZONE)
     research = zone_for(settings, "research", RESEARCH_ZONE)
 
@@ -250,6 +283,67 @@ def _keys(args: argparse.Namespace) -> int:
     print(
         f"audited in the PHI zone ({where}). Batches written before keep their old pseudonyms "
         "and vaults; see README, Rotating keys, for what to do with the research zone."
+    )
+    return EXIT_OK
+
+
+def _objection(args: argparse.Namespace) -> int:
+    """`objection add|withdraw|list|import`: the register in the deployment's PHI zone, under
+    its pseudonym key (through the same resources the pipeline uses). Prints tokens, never IDs."""
+    from orchestration.resources import resources_for
+    from screenlake.keybinding import os_user
+    from screenlake.objections import (
+        ADD,
+        WITHDRAW,
+        ObjectionRegister,
+        ObjectionRequest,
+        read_import,
+    )
+
+    settings = _zone_settings(args)
+    resources = resources_for(settings.get("SCREENLAKE_ENV") or "local", settings)
+    register = ObjectionRegister(resources["phi_zone"], resources["pseudonym_key"].key())
+    today = date.today()
+    if args.objection_command == "list":
+        changes = register.changes()
+        in_force = register.in_force()
+        print(f"{len(in_force)} objections in force, from {len(changes)} recorded changes")
+        for objection in sorted(in_force.values(), key=lambda o: (o.asked_on, o.token)):
+            print(f"  {objection.token}  scope {objection.scope}  asked on {objection.asked_on}")
+        if args.changes:
+            for c in register.history():
+                print(
+                    f"  {c.recorded_at.isoformat(timespec='seconds')} {c.action} {c.scope} "
+                    f"{c.token} asked on {c.asked_on} by {c.requested_by} ({c.reason_code}); "
+                    f"recorded by {c.recorded_by} via {c.source}"
+                )
+        return EXIT_OK
+    if args.objection_command == "import":
+        requests = read_import(args.file, today)
+        source = "import"
+        if args.after_key_rotation:
+            register.start_under_this_key(os_user())
+            print("the register is held under the key now in the environment from here on")
+    else:
+        patient_id = sys.stdin.readline().strip() if args.patient_id == "-" else args.patient_id
+        requests = [
+            ObjectionRequest(
+                patient_id=patient_id,
+                issuer=args.issuer,
+                action=ADD if args.objection_command == "add" else WITHDRAW,
+                scope=getattr(args, "scope", None) or "research",
+                requested_by=args.requested_by,
+                reason_code=args.reason,
+                asked_on=args.asked_on or today,
+            )
+        ]
+        source = "cli"
+    made = register.record(requests, source)
+    for change in made:
+        print(f"recorded: {change.action} {change.scope} {change.token}")
+    print(
+        f"{len(requests)} requests: {len(made)} recorded, {len(requests) - len(made)} already "
+        "in force (nothing recorded for them)"
     )
     return EXIT_OK
 
@@ -320,10 +414,20 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--limit", type=int, default=50, help="rows to print")
     sql.set_defaults(run=_query)
 
-    verify = commands.add_parser("verify", help="scan the research zone for residual identifiers")
-    verify.add_argument("--phi-zone", type=Path, default=Path(location(os.environ, PHI_ZONE)))
+    verify = commands.add_parser(
+        "verify",
+        help="the residual-PHI gate over the landed batches, as the pipeline's blocking check "
+        "runs it (the deployment's zones, key and profile)",
+    )
+    verify.add_argument("--phi-zone", help="a folder or s3://... (default: SCREENLAKE_PHI_ZONE)")
     verify.add_argument(
-        "--research-zone", type=Path, default=Path(location(os.environ, RESEARCH_ZONE))
+        "--research-zone", help="a folder or s3://... (default: SCREENLAKE_RESEARCH_ZONE)"
+    )
+    verify.add_argument(
+        "--partition",
+        action="append",
+        metavar="DATE|PROGRAMME",
+        help="only this partition (e.g. 2024-03-11|cxr_tb); repeat for more (default: all)",
     )
     verify.set_defaults(run=_verify)
 
@@ -344,6 +448,54 @@ def _parser() -> argparse.ArgumentParser:
     reviews.add_argument("file", type=Path, help="the worklist's .xlsx or .csv, filled in")
     reviews.add_argument("--phi-zone", type=Path, default=Path(location(os.environ, PHI_ZONE)))
     reviews.set_defaults(run=_import_reviews)
+
+    objection = commands.add_parser(
+        "objection",
+        help="the objection register (PHI zone): participants whose data screenlake must not use",
+    )
+    objection_commands = objection.add_subparsers(dest="objection_command", required=True)
+    add = objection_commands.add_parser(
+        "add", help="record an objection (scope research) or an erasure request (scope all)"
+    )
+    withdraw = objection_commands.add_parser("withdraw", help="record that an objection ends")
+    for command in (add, withdraw):
+        command.add_argument(
+            "--patient-id",
+            required=True,
+            help="the patient ID as the PACS holds it; '-' reads it from standard input, out of "
+            "the shell's history",
+        )
+        command.add_argument("--issuer", help="IssuerOfPatientID (default: none: any issuer)")
+        command.add_argument("--requested-by", required=True, help="who asked")
+        command.add_argument("--reason", required=True, help="a reason code, e.g. ART21, ART17")
+        command.add_argument(
+            "--asked-on", type=date.fromisoformat, help="when they asked (default: today)"
+        )
+    add.add_argument("--scope", required=True, choices=("research", "all"))
+    listing = objection_commands.add_parser("list", help="the objections in force (tokens)")
+    listing.add_argument("--changes", action="store_true", help="every recorded change too")
+    imported = objection_commands.add_parser(
+        "import", help="record the changes of a CSV from the programme's own register"
+    )
+    imported.add_argument(
+        "--after-key-rotation",
+        action="store_true",
+        help="the pseudonym key was rotated: hold the register under the new key from now on "
+        "(earlier records stay as history) and record this file's changes under it",
+    )
+    imported.add_argument(
+        "file",
+        type=Path,
+        help="columns patient_id, scope, requested_by, reason; optional issuer, asked_on, action",
+    )
+    for command in (add, withdraw, listing, imported):
+        command.add_argument(
+            "--phi-zone", help="a folder or s3://... (default: SCREENLAKE_PHI_ZONE)"
+        )
+        command.add_argument(
+            "--research-zone", help="a folder or s3://... (default: SCREENLAKE_RESEARCH_ZONE)"
+        )
+        command.set_defaults(run=_objection)
 
     keys = commands.add_parser(
         "keys", help="which keys the zones are bound to; rotate them (audited, PHI zone)"

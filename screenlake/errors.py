@@ -72,3 +72,8 @@ class ReportPrivacyError(ScreenlakeError):
 class RunEndedError(ScreenlakeError):
     """A step is still working for a run that has ended (failed, canceled, or failed by run
     monitoring when its run worker died); it stops before publishing. Re-execute the partition."""
+
+
+class ObjectionRegisterError(ScreenlakeError):
+    """The objection register cannot be read or changed as asked; the message says why and never
+    names the patient."""

@@ -1,11 +1,23 @@
-"""File-system helpers: folder replacement that a crash cannot leave half done, checksums."""
+"""File-system helpers: files and folders replaced so that a crash cannot leave them half done,
+checksums."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` through a temporary file beside it and a rename, so that
+    readers see the old content or the new, never part of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def fresh_staging_folder(target: Path) -> Path:

@@ -38,6 +38,7 @@ _ROUTING_TAGS = [
     "StudyInstanceUID",
     "SOPInstanceUID",
     "PatientID",
+    "IssuerOfPatientID",
     "AccessionNumber",
     "StudyDate",
     "Modality",
@@ -67,6 +68,8 @@ class FoundStudy:
     body_part: str | None
     programme: str | None
     files: tuple[SourceFile, ...]
+    # Whose patient ID it is; objections are matched on issuer and ID (screenlake.objections).
+    issuer_of_patient_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ def _dicom_date(value: str | None) -> date | None:
 class _Header:
     file: SourceFile
     patient_id: str | None = None
+    issuer_of_patient_id: str | None = None
     accession_number: str | None = None
     study_date: date | None = None
     modality: str | None = None
@@ -204,6 +208,7 @@ def _parse_routing_header(source: Path | BinaryIO, ref: str) -> _Header:
     return _Header(
         file=SourceFile(ref, study_uid, _text(ds, "SOPInstanceUID"), problem),
         patient_id=_text(ds, "PatientID"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
         accession_number=_text(ds, "AccessionNumber"),
         study_date=_dicom_date(_text(ds, "StudyDate")),
         modality=_text(ds, "Modality"),
@@ -276,6 +281,7 @@ def list_day(day: date, headers: list[_Header]) -> DayListing:
                 body_part=first.body_part,
                 programme=programme,
                 files=files,
+                issuer_of_patient_id=first.issuer_of_patient_id,
             )
         )
     return DayListing(

@@ -22,7 +22,6 @@ import hmac
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from typing import Protocol
 
 from screenlake import layout
 from screenlake.errors import KeyBindingError, KeyMismatchError, ScreenlakeError
+from screenlake.fsutil import write_atomic
 from screenlake.keys import validate_pseudonym_key
 from screenlake.vault import vault_key_material
 
@@ -148,14 +148,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _bind(key: KeyInUse, how: str) -> None:
     record = {
         "key": key.kind.name,
@@ -164,7 +156,7 @@ def _bind(key: KeyInUse, how: str) -> None:
         "bound_at": _now(),
         "bound_by": how,
     }
-    _write_atomic(key.zone.path(key.kind.binding), json.dumps(record, indent=2) + "\n")
+    write_atomic(key.zone.path(key.kind.binding), json.dumps(record, indent=2) + "\n")
     key.zone.push(key.kind.binding)
 
 

@@ -54,9 +54,12 @@ def source_files_path(batch: Batch) -> PurePosixPath:
     return PurePosixPath("ingest") / batch.phi_prefix / "files.parquet"
 
 
+RAW_DIR = PurePosixPath("raw")
+
+
 def raw_dir(batch: Batch) -> PurePosixPath:
     """Landed files of the batch, named by ordinal."""
-    return PurePosixPath("raw") / batch.phi_prefix
+    return RAW_DIR / batch.phi_prefix
 
 
 def raw_manifest_path(batch: Batch) -> PurePosixPath:
@@ -98,6 +101,9 @@ def review_decisions_path(programme: str, day: date) -> PurePosixPath:
     """The decisions imported from one programme's worklist of `day` (PHI zone)."""
     return review_decisions_dir(programme) / f"{day.isoformat()}.parquet"
 
+
+# The objection register (screenlake.objections): one record a change, written once.
+OBJECTION_RECORDS = PurePosixPath("objections") / "records"
 
 REIDENTIFICATION_LOG = PurePosixPath("audit") / "reidentifications.csv"
 # On object storage, where no append is atomic, each re-identification is one object here.

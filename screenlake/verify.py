@@ -162,12 +162,17 @@ def _decoded_unknown(value: bytes, encodings: tuple[str, ...]) -> list[str]:
 
 @dataclass
 class IdentifierIndex:
-    """Identifying tokens of a set of originals, each with the kind of value it came from."""
+    """Identifying tokens of a set of originals, each with the kind of value it came from, and
+    the attributes the profile keeps on purpose (`kept_on_purpose`): an institution's address,
+    kept under Retain Institution Identity, holds its postcode, which is no patient's. Their
+    values are not searched for patterns; every attribute is still searched for the originals'
+    own identifying values."""
 
     tokens: dict[str, str]
     exact: dict[str, str]
     uids: set[str]
     birth_dates: set[str]
+    kept_on_purpose: frozenset[int] = frozenset()
 
     @classmethod
     def empty(cls) -> IdentifierIndex:
@@ -299,6 +304,9 @@ def index_originals(
         else map(_identifying_values, tasks)
     )
     index = IdentifierIndex.empty()
+    index.kept_on_purpose = frozenset(
+        tag for tag, kind in _IDENTIFYING_TAGS.items() if kind in retained
+    )
     for found in results:
         for kind, text in found:
             index.add(kind, text)
@@ -386,7 +394,7 @@ def _may_hold_identifier(
             whole.extend(values)
         else:
             anywhere.extend(values)
-            if vr in _FREE_TEXT_VRS or vr == "UN":
+            if (vr in _FREE_TEXT_VRS or vr == "UN") and tag not in index.kept_on_purpose:
                 free.extend(values)
     exact = index.exact
     if any(exact.get(value) == "birth date" for value in _whole_values(dates)):
@@ -416,7 +424,9 @@ def _element_findings(ds: Dataset, label: str, index: IdentifierIndex) -> list[F
                 if index.exact.get(text.strip().lower()) == "birth date":
                     findings.append(Finding(label, _element_path(element), "birth date"))
             continue
-        free_text = element.VR in _FREE_TEXT_VRS or element.VR == "UN"
+        free_text = (element.VR in _FREE_TEXT_VRS or element.VR == "UN") and int(
+            element.tag
+        ) not in index.kept_on_purpose
         for text in values:
             # A code string's terms (PERFUSION, AXIAL) are defined terms, not words of a name.
             kind = index.match(text, whole_only=element.VR == "CS") or (

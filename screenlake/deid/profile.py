@@ -151,6 +151,9 @@ class Profile:
     pixel_policy: str = "quarantine"
     pixel_rules: Path | None = None
     kept_text_sweep: bool = True
+    # SHA-256 of what the profile was built from (`content_digest`): its fields, the allow-list
+    # it names and its pixel rules; the table is pinned by the profile's own `table_sha256`.
+    digest: str = ""
     # Actions of tags met so far that `exact` lacks; filled per process, never compared.
     _seen: dict[int, Action] = field(default_factory=dict, compare=False, repr=False)
 
@@ -159,6 +162,12 @@ class Profile:
         """How many attributes of Table E.1-1 the profile was derived from (not counting the
         deployment's additional rules)."""
         return len(self.rules)
+
+    @property
+    def code_version(self) -> str:
+        """What versions the assets this profile drives: name and version, and the digest of its
+        content, so that an edited profile whose version was not bumped still counts as new."""
+        return f"{self.name} {self.version}#{self.digest[:12]}"
 
     @property
     def method(self) -> str:
@@ -305,7 +314,25 @@ def load_profile(path: Path, table_path: Path = TABLE_PATH) -> Profile:
         pixel_policy=pixel_policy,
         pixel_rules=pixel_rules,
         kept_text_sweep=profile_file.kept_text_sweep(config.get("kept_text_sweep"), path),
+        digest=content_digest(config, safe_private, pixel_rules),
     )
+
+
+def content_digest(
+    config: dict[str, object],
+    safe_private: dict[tuple[int, str, int], str],
+    pixel_rules: Path | None,
+) -> str:
+    """SHA-256 over a profile's fields (as JSON with sorted keys, so that layout does not count),
+    its safe private allow-list and its pixel rules file."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    allowed = sorted(
+        [group, creator, offset, vr] for (group, creator, offset), vr in safe_private.items()
+    )
+    digest.update(json.dumps(allowed).encode())
+    if pixel_rules is not None:
+        digest.update(profile_file.read_bytes(pixel_rules, "pixel rules file"))
+    return digest.hexdigest()
 
 
 @dataclass

@@ -147,6 +147,7 @@ def build_listing(
                 SourceFile(r.ref, study.study_uid, r.sop_uid)
                 for r in sorted(refs, key=lambda r: r.ref)
             ),
+            issuer_of_patient_id=study.issuer_of_patient_id,
         )
     listing = DayListing(day=day, studies=tuple(found[uid] for uid in sorted(found)), orphans=())
     return PacsListing(listing, unrouted, empty, other_day)

@@ -22,11 +22,13 @@ from screenlake.programmes import PROGRAMMES
 STUDY_LEVEL, SERIES_LEVEL, INSTANCE_LEVEL = "STUDY", "SERIES", "IMAGE"
 
 # Return keys. PatientID and AccessionNumber route nothing but name the study in the PHI zone's
-# study index, as the drop's headers do.
+# study index, as the drop's headers do; PatientID and IssuerOfPatientID also match objections
+# before anything is retrieved.
 STUDY_KEYS = (
     "StudyInstanceUID",
     "StudyDate",
     "PatientID",
+    "IssuerOfPatientID",
     "AccessionNumber",
     "ModalitiesInStudy",
     "NumberOfStudyRelatedInstances",
@@ -118,6 +120,7 @@ class StudyHit:
     patient_id: str | None
     accession_number: str | None
     instances: int | None
+    issuer_of_patient_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def study_hit(ds: Dataset) -> StudyHit | None:
         patient_id=_text(ds, "PatientID"),
         accession_number=_text(ds, "AccessionNumber"),
         instances=_number(ds, "NumberOfStudyRelatedInstances"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
     )
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
-import pydicom
 import pytest
 
 from orchestration.definitions import defs
@@ -14,27 +12,11 @@ from orchestration.partitions import partition_key
 from orchestration.resources import resources_for
 from resources.secrets import PseudonymKey
 from screenlake.errors import PseudonymKeyError
+from tests.assets.zones import leaky_drop
 from tests.conftest import Export
 
 pytestmark = pytest.mark.slow
 PROGRAMME = "cxr_tb"
-
-
-def _leaky_drop(export: Export, root: Path) -> Path:
-    """The export, with one chest X-ray whose device wrote the patient's family name into an
-    attribute the profile keeps: the leak the residual-PHI scan exists to catch."""
-    drop = root / "drop"
-    shutil.copytree(export.drop, drop)
-    day = export.days[0].strftime("%Y%m%d")
-    target = next(
-        p
-        for p in sorted((drop / day).rglob("IM00001.dcm"))
-        if "_CR" in p.parent.name or "_DX" in p.parent.name
-    )
-    ds = pydicom.dcmread(target)
-    ds.ManufacturerModelName = str(ds.PatientName).split("^")[0]
-    ds.save_as(target, enforce_file_format=True)
-    return drop
 
 
 def _resources(root: Path, export: Export, drop: Path | None = None) -> dict[str, object]:
@@ -52,7 +34,7 @@ def _resources(root: Path, export: Export, drop: Path | None = None) -> dict[str
 def test_a_failing_blocking_check_stops_validation_and_the_worklist(
     synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
 ) -> None:
-    resources = _resources(tmp_path, synthetic_export, _leaky_drop(synthetic_export, tmp_path))
+    resources = _resources(tmp_path, synthetic_export, leaky_drop(synthetic_export, tmp_path))
     key = partition_key(synthetic_export.days[0], PROGRAMME)
     result = dg.materialize(
         [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]

@@ -1,11 +1,16 @@
-"""Local resources for a graph materialised in a test: the export drop and both zones in `root`."""
+"""Local resources for a graph materialised in a test: the export drop and both zones in `root`;
+and a drop with a leak for the residual-PHI gate to catch."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pydicom
+
 from orchestration.resources import resources_for
+from tests.conftest import Export
 
 
 def local_resources(drop: Path, root: Path, **extra: str) -> dict[str, Any]:
@@ -20,3 +25,20 @@ def local_resources(drop: Path, root: Path, **extra: str) -> dict[str, Any]:
             **extra,
         },
     )
+
+
+def leaky_drop(export: Export, root: Path) -> Path:
+    """The export, with one chest X-ray whose device wrote the patient's family name into an
+    attribute the profile keeps: the leak the residual-PHI scan exists to catch."""
+    drop = root / "drop"
+    shutil.copytree(export.drop, drop)
+    day = export.days[0].strftime("%Y%m%d")
+    target = next(
+        p
+        for p in sorted((drop / day).rglob("IM00001.dcm"))
+        if "_CR" in p.parent.name or "_DX" in p.parent.name
+    )
+    ds = pydicom.dcmread(target)
+    ds.ManufacturerModelName = str(ds.PatientName).split("^")[0]
+    ds.save_as(target, enforce_file_format=True)
+    return drop

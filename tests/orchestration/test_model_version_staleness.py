@@ -1,8 +1,4 @@
-"""A second registered model version makes inference and what follows it stale, nothing else.
-
-Staleness is read with the resolver Dagster's UI and sensors use (`CachingStaleStatusResolver`);
-Dagster 1.13 has no public API for it.
-"""
+"""A second registered model version makes inference and what follows it stale, nothing else."""
 
 from __future__ import annotations
 
@@ -14,12 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
-from dagster._core.definitions.data_version import (
-    CachingStaleStatusResolver,
-    StaleCauseCategory,
-    StaleStatus,
-)
+from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 
 from assets.infer import models_version
 from models import bundled_models_root
@@ -28,6 +19,13 @@ from orchestration.partitions import partition_key
 from resources.models import ModelRegistry
 from screenlake.programmes import get_programme
 from tests.conftest import Export
+from tests.orchestration.staleness import (
+    Wave,
+    rematerialise_stale,
+    run_partition,
+    settings_for,
+    statuses,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -62,15 +60,6 @@ INFERENCE_CHECKS = {"predictions_suite_passes", "findings_suite_passes"}
 
 
 @dataclass(frozen=True)
-class Wave:
-    """The assets Dagster found stale, why, and the run that re-materialised them."""
-
-    stale: set[str]
-    root_causes: dict[str, set[tuple[str, StaleCauseCategory]]]
-    run: dg.ExecuteInProcessResult
-
-
-@dataclass(frozen=True)
 class Upgrade:
     """One partition run with the bundled models, then re-materialised, wave after wave, from
     what Dagster finds stale after a new model version is registered."""
@@ -85,32 +74,6 @@ class Upgrade:
     after_waves: dict[str, StaleStatus]
 
 
-def _settings(root: Path, drop: Path, **extra: str) -> dict[str, str]:
-    return {
-        "SCREENLAKE_DROP": str(drop),
-        "SCREENLAKE_PHI_ZONE": str(root / "phi"),
-        "SCREENLAKE_RESEARCH_ZONE": str(root / "research"),
-        "SCREENLAKE_DEID_WORKERS": "2",
-        **extra,
-    }
-
-
-def _resolver(defs: dg.Definitions, instance: dg.DagsterInstance) -> CachingStaleStatusResolver:
-    """A fresh resolver: it caches, so each look at the instance needs its own."""
-    view = AssetGraphView.for_test(defs, instance)
-    return CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), view)
-
-
-def _statuses(
-    defs: dg.Definitions, instance: dg.DagsterInstance, partition: str
-) -> dict[str, StaleStatus]:
-    resolver = _resolver(defs, instance)
-    return {
-        key.to_user_string(): resolver.get_status(key, partition)
-        for key in defs.resolve_asset_graph().get_all_asset_keys()
-    }
-
-
 def _register_new_version(models: Path, model_name: str, version: str) -> None:
     """Copy the bundled models to `models` and give `model_name` a new version, same weights."""
     shutil.copytree(bundled_models_root(), models, ignore=shutil.ignore_patterns("*.py"))
@@ -118,18 +81,6 @@ def _register_new_version(models: Path, model_name: str, version: str) -> None:
     manifest = json.loads(path.read_text("utf-8"))
     manifest["version"] = version
     path.write_text(json.dumps(manifest, indent=2), "utf-8")
-
-
-def _run(
-    defs: dg.Definitions,
-    instance: dg.DagsterInstance,
-    partition: str,
-    selection: list[dg.AssetKey] | None = None,
-) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def("screening_pipeline")
-    return job.execute_in_process(
-        partition_key=partition, instance=instance, asset_selection=selection
-    )
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +93,17 @@ def upgrade(
     partition = partition_key(synthetic_export.days[0], PROGRAMME)
     instance = dg.DagsterInstance.ephemeral()
 
-    bundled_defs = definitions_for("local", _settings(root, synthetic_export.drop))
-    assert _run(bundled_defs, instance, partition).success
-    after_first_run = _statuses(bundled_defs, instance, partition)
+    bundled_defs = definitions_for("local", settings_for(root, synthetic_export.drop))
+    assert run_partition(bundled_defs, instance, partition).success
+    after_first_run = statuses(bundled_defs, instance, partition)
 
     models = root / "models"
     _register_new_version(models, get_programme(PROGRAMME).model_name, NEW_VERSION)
     upgraded_defs = definitions_for(
-        "local", _settings(root, synthetic_export.drop, SCREENLAKE_MODELS=str(models))
+        "local", settings_for(root, synthetic_export.drop, SCREENLAKE_MODELS=str(models))
     )
-    after_upgrade = _statuses(upgraded_defs, instance, partition)
-    waves = _rematerialise_stale(upgraded_defs, instance, partition)
+    after_upgrade = statuses(upgraded_defs, instance, partition)
+    waves = rematerialise_stale(upgraded_defs, instance, partition)
     return Upgrade(
         models=models,
         research=root / "research",
@@ -161,36 +112,8 @@ def upgrade(
         after_first_run=after_first_run,
         after_upgrade=after_upgrade,
         waves=waves,
-        after_waves=_statuses(upgraded_defs, instance, partition),
+        after_waves=statuses(upgraded_defs, instance, partition),
     )
-
-
-def _rematerialise_stale(
-    defs: dg.Definitions, instance: dg.DagsterInstance, partition: str, most: int = 6
-) -> list[Wave]:
-    """Materialise what is stale until nothing is, as an operator clicking "materialise stale"
-    would: Dagster marks an asset stale for its own new code version or for a parent's new
-    data version, so what follows inference turns stale once inference has re-run."""
-    waves: list[Wave] = []
-    for _ in range(most):
-        resolver = _resolver(defs, instance)
-        stale = {
-            name
-            for name, status in _statuses(defs, instance, partition).items()
-            if status is StaleStatus.STALE
-        }
-        if not stale:
-            return waves
-        causes = {
-            name: {
-                (cause.asset_key.to_user_string(), cause.category)
-                for cause in resolver.get_stale_root_causes(dg.AssetKey(name), partition)
-            }
-            for name in stale
-        }
-        run = _run(defs, instance, partition, [dg.AssetKey(n) for n in sorted(stale)])
-        waves.append(Wave(stale, causes, run))
-    raise AssertionError(f"still stale after {most} waves: {[w.stale for w in waves]}")
 
 
 def _code_versions(defs: dg.Definitions) -> dict[str, str | None]:

@@ -91,6 +91,23 @@ def test_kinds_a_switched_on_option_keeps_are_not_findings(tmp_path: Path) -> No
     assert {f.kind for f in scan_file(path, "x.dcm", relaxed)} == {"device identity"}
 
 
+def test_an_institution_kept_on_purpose_may_carry_its_own_postcode(tmp_path: Path) -> None:
+    original = ct_slice()
+    original.InstitutionAddress = "Ziekenhuisweg 1, 4000 AA Tiel"
+    raw = write(original, tmp_path / "raw" / "1.dcm")
+    kept = _clean_copy(original)
+    kept.InstitutionAddress = original.InstitutionAddress
+    path = write(kept, tmp_path / "research" / "x.dcm")
+    relaxed = index_originals([raw], retained_options={"rtnInstIdOpt"})
+    assert scan_file(path, "x.dcm", relaxed) == []
+    # Anywhere else a postcode is still a finding, and without the option so is the address.
+    kept.ImageComments = "patient moved to 5000 BB"
+    path = write(kept, tmp_path / "research" / "y.dcm")
+    assert [f.element.split()[0] for f in scan_file(path, "y.dcm", relaxed)] == ["ImageComments"]
+    strict = {f.element.split()[0] for f in scan_file(path, "y.dcm", index_originals([raw]))}
+    assert strict == {"InstitutionAddress", "ImageComments"}
+
+
 def test_a_birth_date_written_another_way_in_free_text_is_found(tmp_path: Path) -> None:
     original = ct_slice()  # born 1958-03-12
     index = index_originals([write(original, tmp_path / "raw" / "1.dcm")])

@@ -1,0 +1,74 @@
+"""The residual-PHI gate of one batch: every de-identified file of the batch, as read back from
+the research zone, scanned for the identifying values of the batch's landed originals.
+
+The blocking check in `deidentified_instances` and `screenlake verify` both call `scan_batch`
+with the deployment's profile options and zones, so that the two cannot disagree: same layout,
+same originals, same retained options.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path, PurePosixPath
+
+from screenlake import layout
+from screenlake.keybinding import Zone
+from screenlake.tables import LANDED_INSTANCES, read_parquet
+from screenlake.verify import Finding, index_originals, scan_files
+
+_RAW_BATCH = re.compile(r"date=(\d{4}-\d{2}-\d{2})/programme=([a-z0-9_]+)")
+
+
+@dataclass(frozen=True)
+class BatchScan:
+    """What the gate saw of one batch: research files scanned, originals indexed, findings
+    (each naming a file by its path inside the batch's research folder: pseudonymous UIDs)."""
+
+    files_scanned: int
+    originals: int
+    findings: list[Finding]
+
+    @property
+    def passed(self) -> bool:
+        """No identifier of the originals in any research file of the batch."""
+        return not self.findings
+
+
+def scan_batch(
+    phi_zone: Zone,
+    research_zone: Zone,
+    batch: layout.Batch,
+    key: bytes,
+    retained_options: Iterable[str],
+    workers: int,
+) -> BatchScan:
+    """Scan the research files of `batch` (under the pseudonym `key`'s folder) for the
+    identifiers of its landed originals, less the kinds the profile's `retained_options` keep
+    on purpose; `workers` processes share the work (0: every core)."""
+    manifest = read_parquet(LANDED_INSTANCES, phi_zone.pull(layout.raw_manifest_path(batch)))
+    raw_dir = phi_zone.pull(layout.raw_dir(batch))
+    research_dir = research_zone.pull(layout.research_dicom_dir(batch, key))
+    index = index_originals(
+        (raw_dir / path for path in manifest["landed_path"]), retained_options, workers=workers
+    )
+    files = sorted(research_dir.rglob("*.dcm")) if research_dir.exists() else []
+    # Files are named inside the batch's folder: its token must not sit beside the real date.
+    findings = scan_files(
+        ((f, f.relative_to(research_dir).as_posix()) for f in files), index, workers=workers
+    )
+    return BatchScan(len(files), manifest.height, findings)
+
+
+def landed_batches(phi_root: Path) -> list[layout.Batch]:
+    """Every batch with a landed manifest under the PHI zone's local folder `phi_root`, in date
+    and programme order."""
+    raw = phi_root / layout.RAW_DIR
+    batches = []
+    for manifest in raw.glob("date=*/programme=*/manifest.parquet"):
+        found = _RAW_BATCH.fullmatch(PurePosixPath(manifest.parent.relative_to(raw)).as_posix())
+        if found:
+            batches.append(layout.Batch(date.fromisoformat(found[1]), found[2]))
+    return sorted(batches, key=lambda b: (b.day, b.programme))
