@@ -127,6 +127,7 @@ def deidentified_instances(
             "files_in": len(files),
             "files_deidentified": result.deidentified,
             "files_quarantined": result.quarantined,
+            "kept_text_values_cleaned": int(result.audit["kept_text_cleaned"].sum()),
             "quarantine_reasons": dg.MetadataValue.json(result.quarantine_reasons),
             "files_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0,
             "seconds_deidentifying": round(seconds, 3),

@@ -8,9 +8,10 @@ keyed token, never by its run ID: the orchestrator shows the run ID beside the p
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from screenlake.keys import keyed_token
 from screenlake.tables import TableSchema
@@ -35,6 +36,20 @@ class Batch:
     def research_prefix(self, key: bytes) -> PurePosixPath:
         """Folder of this batch under a research-zone area."""
         return PurePosixPath(f"programme={self.programme}", f"batch={self.research_id(key)}")
+
+
+_PHI_PREFIX = re.compile(r"date=(\d{4}-\d{2}-\d{2})/programme=([a-z0-9_]+)")
+
+
+def batches_in(folder: Path, filename: str) -> list[Batch]:
+    """The batches that have `filename` under a PHI-zone area's local `folder` (e.g. the raw
+    area and `manifest.parquet`), in date and programme order."""
+    found = []
+    for path in folder.glob(f"date=*/programme=*/{filename}"):
+        match = _PHI_PREFIX.fullmatch(path.parent.relative_to(folder).as_posix())
+        if match:
+            found.append(Batch(date.fromisoformat(match[1]), match[2]))
+    return sorted(found, key=lambda b: (b.day, b.programme))
 
 
 def research_run_id(key: bytes, run_id: str) -> str:
@@ -62,9 +77,12 @@ def raw_dir(batch: Batch) -> PurePosixPath:
     return RAW_DIR / batch.phi_prefix
 
 
+RAW_MANIFEST = "manifest.parquet"
+
+
 def raw_manifest_path(batch: Batch) -> PurePosixPath:
     """Manifest of the landed files: source, checksum, size, UIDs."""
-    return raw_dir(batch) / "manifest.parquet"
+    return raw_dir(batch) / RAW_MANIFEST
 
 
 def quarantine_dir(batch: Batch) -> PurePosixPath:
@@ -72,9 +90,13 @@ def quarantine_dir(batch: Batch) -> PurePosixPath:
     return PurePosixPath("quarantine") / batch.phi_prefix
 
 
+VAULT_DIR = PurePosixPath("vault")
+VAULT_FILE = "vault.parquet.enc"
+
+
 def vault_path(batch: Batch) -> PurePosixPath:
     """The batch's encrypted re-identification map."""
-    return PurePosixPath("vault") / batch.phi_prefix / "vault.parquet.enc"
+    return VAULT_DIR / batch.phi_prefix / VAULT_FILE
 
 
 def worklist_path(batch: Batch, suffix: str = "csv") -> PurePosixPath:

@@ -53,18 +53,20 @@ def objection_token(key: bytes, issuer: str | None, patient_id: str) -> str:
     )
 
 
-def study_tokens(key: bytes, study: FoundStudy) -> frozenset[str]:
-    """The tokens an objection against `study`'s patient may be held under: with the study's
-    issuer of patient ID, and without any (an objection recorded without an issuer covers the
-    patient ID under every issuer: excluding too much is the safe side)."""
-    if not study.patient_id:
+def patient_tokens(key: bytes, issuer: str | None, patient_id: str | None) -> frozenset[str]:
+    """The tokens an objection against a patient may be held under: with the issuer of their
+    patient ID, and without any (an objection recorded without an issuer covers the patient ID
+    under every issuer: excluding too much is the safe side)."""
+    if not patient_id or not patient_id.strip():
         return frozenset()
     return frozenset(
-        {
-            objection_token(key, study.issuer_of_patient_id, study.patient_id),
-            objection_token(key, None, study.patient_id),
-        }
+        {objection_token(key, issuer, patient_id), objection_token(key, None, patient_id)}
     )
+
+
+def study_tokens(key: bytes, study: FoundStudy) -> frozenset[str]:
+    """The tokens an objection against `study`'s patient may be held under (`patient_tokens`)."""
+    return patient_tokens(key, study.issuer_of_patient_id, study.patient_id)
 
 
 @dataclass(frozen=True)

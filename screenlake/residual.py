@@ -8,18 +8,14 @@ same originals, same retained options.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from screenlake import layout
 from screenlake.keybinding import Zone
 from screenlake.tables import LANDED_INSTANCES, read_parquet
 from screenlake.verify import Finding, index_originals, scan_files
-
-_RAW_BATCH = re.compile(r"date=(\d{4}-\d{2}-\d{2})/programme=([a-z0-9_]+)")
 
 
 @dataclass(frozen=True)
@@ -65,10 +61,4 @@ def scan_batch(
 def landed_batches(phi_root: Path) -> list[layout.Batch]:
     """Every batch with a landed manifest under the PHI zone's local folder `phi_root`, in date
     and programme order."""
-    raw = phi_root / layout.RAW_DIR
-    batches = []
-    for manifest in raw.glob("date=*/programme=*/manifest.parquet"):
-        found = _RAW_BATCH.fullmatch(PurePosixPath(manifest.parent.relative_to(raw)).as_posix())
-        if found:
-            batches.append(layout.Batch(date.fromisoformat(found[1]), found[2]))
-    return sorted(batches, key=lambda b: (b.day, b.programme))
+    return layout.batches_in(phi_root / layout.RAW_DIR, layout.RAW_MANIFEST)

@@ -92,6 +92,7 @@ DEIDENTIFICATION_AUDIT = _table(
     pa.field("reason", _s),
     pa.field("profile_version", _s, nullable=False),
     pa.field("actions_applied", _i32, nullable=False),
+    pa.field("kept_text_cleaned", _i32, nullable=False),
     pa.field("sop_instance_uid", _s),
     pa.field("research_path", _s),
     pa.field("processed_at", _ts, nullable=False),
@@ -105,6 +106,8 @@ VAULT_ENTRIES = _table(
     pa.field("study_instance_uid", _s, nullable=False),
     pa.field("accession_pseudonym", _s),
     pa.field("patient_id", _s, nullable=False),
+    # Whose patient ID: objections are matched on issuer and ID (screenlake.objections).
+    pa.field("issuer_of_patient_id", _s),
     pa.field("accession_number", _s),
     pa.field("original_study_instance_uid", _s, nullable=False),
     pa.field("original_study_date", pa.date32()),

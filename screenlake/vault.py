@@ -29,7 +29,13 @@ from screenlake.keys import (
 from screenlake.tables import VAULT_ENTRIES, conform, frame_of
 
 VAULT_KEY_ENV = "SCREENLAKE_VAULT_KEY"
-_HEADER_TAGS = ["PatientID", "AccessionNumber", "StudyInstanceUID", "StudyDate"]
+_HEADER_TAGS = [
+    "PatientID",
+    "IssuerOfPatientID",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "StudyDate",
+]
 
 
 def vault_cipher(value: str | None, env_var: str = VAULT_KEY_ENV) -> Fernet:
@@ -83,6 +89,7 @@ def vault_entries(landed_files: Iterable[Path], key: bytes) -> pl.DataFrame:
             "study_instance_uid": keyed_uid(key, study_uid),
             "accession_pseudonym": accession_pseudonym(key, accession) if accession else None,
             "patient_id": patient_id,
+            "issuer_of_patient_id": str(ds.get("IssuerOfPatientID") or "").strip() or None,
             "accession_number": accession,
             "original_study_instance_uid": study_uid,
             "original_study_date": _study_date(str(ds.get("StudyDate") or "")),

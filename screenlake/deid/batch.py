@@ -38,6 +38,7 @@ class _FileResult:
     ordinal: int
     reason: str | None
     actions_applied: int = 0
+    kept_text_cleaned: int = 0
     study_uid: str | None = None
     series_uid: str | None = None
     sop_uid: str | None = None
@@ -68,6 +69,7 @@ def _deidentify_one(args: tuple[LandedFile, bytes, Profile, Path]) -> _FileResul
         ordinal=landed.ordinal,
         reason=None,
         actions_applied=result.actions_applied,
+        kept_text_cleaned=result.kept_text_cleaned,
         study_uid=result.study_instance_uid,
         series_uid=str(result.dataset.SeriesInstanceUID),
         sop_uid=result.sop_instance_uid,
@@ -154,6 +156,7 @@ def deidentify_batch(
                 "reason": reason,
                 "profile_version": profile.version,
                 "actions_applied": result.actions_applied,
+                "kept_text_cleaned": result.kept_text_cleaned,
                 "sop_instance_uid": result.sop_uid if reason is None else None,
                 "research_path": research_path,
                 "processed_at": now,

@@ -76,6 +76,8 @@ class Walk:
     to_clean: list[tuple[Dataset, BaseTag]] = field(default_factory=list)
     to_sweep: list[tuple[Dataset, BaseTag]] = field(default_factory=list)
     applied: int = 0
+    # Kept free-text values the sweep found an identifier in and cleaned.
+    swept: int = 0
 
 
 def clean_dataset(ds: Dataset, walk: Walk, cleaning: bool = False) -> None:
@@ -132,8 +134,8 @@ def finish_text(walk: Walk) -> None:
         if tag in ds._dict:  # an overlay's text goes with its group
             _clean_text(ds, tag, walk)
     for ds, tag in walk.to_sweep:
-        if tag in ds._dict and _mentions(ds, tag, walk.identifiers):
-            _clean_text(ds, tag, walk)
+        if tag in ds._dict and _mentions(ds, tag, walk.identifiers) and _clean_text(ds, tag, walk):
+            walk.swept += 1
 
 
 def _apply(
@@ -287,15 +289,18 @@ def _mentions(ds: Dataset, tag: BaseTag, identifiers: Identifiers) -> bool:
     return any(identifiers.mentioned_in(v) for v in strings(ds, tag, ds[tag], ""))
 
 
-def _clean_text(ds: Dataset, tag: BaseTag, walk: Walk) -> None:
+def _clean_text(ds: Dataset, tag: BaseTag, walk: Walk) -> bool:
+    """Clean one text element of the walk's identifiers; whether anything was removed."""
     element = ds[tag]
     values = strings(ds, tag, element, element.VR)
     # A value that was all identifier gets the VR's dummy: the attribute may be type 1.
     dummy = walk.profile.dummy_values.get(element.VR, "")
     cleaned = [walk.identifiers.clean(v) or (dummy if v else "") for v in values]
-    if cleaned != values:
-        _put(ds, tag, element.VR, _joined(cleaned))
-        walk.applied += 1
+    if cleaned == values:
+        return False
+    _put(ds, tag, element.VR, _joined(cleaned))
+    walk.applied += 1
+    return True
 
 
 def _put(ds: Dataset, tag: BaseTag, vr: str, value: object) -> None:

@@ -61,6 +61,8 @@ class DeidentifiedResult:
 
     dataset: Dataset
     actions_applied: int
+    # Kept free-text values the sweep cleaned (also counted in actions_applied).
+    kept_text_cleaned: int
     patient_pseudonym: str
     study_instance_uid: str
     sop_instance_uid: str
@@ -182,6 +184,7 @@ def _run(ds: Dataset, key: bytes, profile: Profile) -> DeidentifiedResult:
     return DeidentifiedResult(
         dataset=ds,
         actions_applied=masked + walk.applied,
+        kept_text_cleaned=walk.swept,
         patient_pseudonym=walk.patient_pseudonym,
         study_instance_uid=str(ds.StudyInstanceUID),
         sop_instance_uid=str(ds.SOPInstanceUID),

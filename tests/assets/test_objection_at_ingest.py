@@ -13,10 +13,11 @@ import pytest
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
 from screenlake import layout
-from screenlake.objections import SCOPE_RESEARCH, ObjectionRegister, ObjectionRequest
+from screenlake.objections import SCOPE_RESEARCH
 from screenlake.tables import LANDED_INSTANCES, read_parquet
 from tests.assets.zones import local_resources
 from tests.conftest import Export
+from tests.objections import record_objection
 
 pytestmark = pytest.mark.slow
 PROGRAMME = "cxr_tb"
@@ -48,20 +49,7 @@ def test_an_objecting_patients_studies_are_never_landed(
     study_folders = {p.parent.parent for p, _ in theirs}
     files = [f for folder in study_folders for f in folder.rglob("*") if f.is_file()]
     resources = local_resources(synthetic_export.drop, tmp_path)
-    ObjectionRegister(resources["phi_zone"], resources["pseudonym_key"].key()).record(
-        [
-            ObjectionRequest(
-                patient_id=patient,
-                issuer=None,
-                action="add",
-                scope=SCOPE_RESEARCH,
-                requested_by="participant",
-                reason_code="ART21",
-                asked_on=synthetic_export.days[0],
-            )
-        ],
-        "test",
-    )
+    record_objection(resources, patient, SCOPE_RESEARCH, synthetic_export.days[0])
     batch = layout.Batch(synthetic_export.days[0], PROGRAMME)
 
     result = dg.materialize(

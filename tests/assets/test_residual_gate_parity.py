@@ -93,7 +93,7 @@ def test_verify_honours_what_the_configured_profile_keeps(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     profile = edited_profile(
-        tmp_path / "profiles", options={"rtnInstIdOpt": True}, version="2024b-2-institutions"
+        tmp_path / "profiles", options={"rtnInstIdOpt": True}, version="2024b-3-institutions"
     )
     gate = _deidentify(
         synthetic_export, synthetic_export.drop, tmp_path, SCREENLAKE_DEID_PROFILE=str(profile)

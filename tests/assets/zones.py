@@ -28,17 +28,24 @@ def local_resources(drop: Path, root: Path, **extra: str) -> dict[str, Any]:
 
 
 def leaky_drop(export: Export, root: Path) -> Path:
-    """The export, with one chest X-ray whose device wrote the patient's family name into an
-    attribute the profile keeps: the leak the residual-PHI scan exists to catch."""
+    """The export, with one chest X-ray whose device wrote the previous patient's family name
+    into an attribute the profile keeps. The sweep of kept text knows only the instance's own
+    identifiers, so it leaves it: the leak the residual-PHI scan, which knows the whole batch's
+    originals, exists to catch."""
     drop = root / "drop"
     shutil.copytree(export.drop, drop)
     day = export.days[0].strftime("%Y%m%d")
-    target = next(
+    radiographs = [
         p
         for p in sorted((drop / day).rglob("IM00001.dcm"))
         if "_CR" in p.parent.name or "_DX" in p.parent.name
+    ]
+    target = pydicom.dcmread(radiographs[0])
+    previous = next(
+        ds
+        for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in radiographs[1:])
+        if ds.PatientID != target.PatientID
     )
-    ds = pydicom.dcmread(target)
-    ds.ManufacturerModelName = str(ds.PatientName).split("^")[0]
-    ds.save_as(target, enforce_file_format=True)
+    target.ManufacturerModelName = str(previous.PatientName).split("^")[0]
+    target.save_as(radiographs[0], enforce_file_format=True)
     return drop

@@ -88,7 +88,7 @@ def test_standard_attributes(profile: Profile) -> None:
     ):
         assert keyword not in out, keyword
     assert out.PatientIdentityRemoved == "YES"
-    assert out.DeidentificationMethod == "screenlake-research 2024b-2"
+    assert out.DeidentificationMethod == "screenlake-research 2024b-3"
     assert out.LongitudinalTemporalInformationModified == "MODIFIED"
     codes = [
         (c.CodeValue, c.CodingSchemeDesignator) for c in out.DeidentificationMethodCodeSequence
@@ -222,19 +222,49 @@ def test_an_implicit_data_set_under_an_explicit_syntax(profile: Profile, tmp_pat
     assert out.PixelData == PIXELS
 
 
-def test_kept_text_is_swept_for_identifiers_when_asked(profile: Profile, tmp_path: Path) -> None:
+def test_kept_text_is_swept_for_identifiers_by_default(profile: Profile, tmp_path: Path) -> None:
     ds = make_ct()
     ds.ManufacturerModelName = f"Force for {NAME.split('^')[0]}"  # kept by the table
     ds.SoftwareVersions = ["VB20", PATIENT_ID]
-    # Off (the shipped default): the values stay, for the residual-PHI scan to catch.
-    out = deidentify_dataset(ds, KEY, profile).dataset
-    assert out.ManufacturerModelName == "Force for Jansen"
-    assert out.SoftwareVersions == ["VB20", PATIENT_ID]
-    config = json.loads(DEFAULT_PROFILE_PATH.read_text())
-    config["kept_text_sweep"] = True
-    (tmp_path / "swept.json").write_text(json.dumps(config))
-    swept = load_profile(tmp_path / "swept.json")
-    out = deidentify_dataset(ds, KEY, swept).dataset
+    result = deidentify_dataset(ds, KEY, profile)
+    out = result.dataset
     assert out.Manufacturer == "SIEMENS"
     assert out.ManufacturerModelName == "Force for"
     assert out.SoftwareVersions == ["VB20", "ANONYMIZED"]
+    assert result.kept_text_cleaned == 2
+    # Switched off, the values stay, for the residual-PHI scan to catch.
+    config = json.loads(DEFAULT_PROFILE_PATH.read_text())
+    config["kept_text_sweep"] = False
+    (tmp_path / "unswept.json").write_text(json.dumps(config))
+    unswept = deidentify_dataset(ds, KEY, load_profile(tmp_path / "unswept.json"))
+    assert unswept.dataset.ManufacturerModelName == "Force for Jansen"
+    assert unswept.dataset.SoftwareVersions == ["VB20", PATIENT_ID]
+    assert unswept.kept_text_cleaned == 0
+
+
+@pytest.mark.parametrize(
+    ("written", "left"),
+    [
+        ("ref. de Vries", "ref."),  # the referring physician
+        ("by Smit", "by"),  # the operator
+        ("born 14-03-1956", "born"),  # the birth date as people write it
+        ("dob 14 maart 1956", "dob"),
+        ("BSN 123456782", "BSN"),  # a valid BSN, whoever it is
+        ("call 06-12345678", "call"),  # a Dutch mobile number
+        ("from 3512 AB", "from"),  # a postcode
+        ("acc ACC20240117-0042", "acc"),
+    ],
+)
+def test_the_sweep_knows_every_identifier_of_the_instance_at_any_depth(
+    profile: Profile, written: str, left: str
+) -> None:
+    ds = make_ct()
+    ds.ManufacturerModelName = written
+    region = pydicom.Dataset()
+    region.CodeValue, region.CodingSchemeDesignator = "51185008", "SCT"
+    region.CodeMeaning = f"Chest {written}"  # kept text inside a kept sequence's item
+    ds.AnatomicRegionSequence = [region]
+    result = deidentify_dataset(ds, KEY, profile)
+    assert result.dataset.ManufacturerModelName == left
+    assert result.dataset.AnatomicRegionSequence[0].CodeMeaning == f"Chest {left}"
+    assert result.kept_text_cleaned == 2

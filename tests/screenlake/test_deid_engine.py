@@ -50,7 +50,7 @@ def test_deidentify_file_returns_what_the_audit_needs(profile: Profile, tmp_path
     assert result.sop_instance_uid == keyed_uid(KEY, SOP_UID) == result.dataset.SOPInstanceUID
     assert result.study_instance_uid == result.dataset.StudyInstanceUID
     assert result.patient_pseudonym == result.dataset.PatientID
-    assert result.profile_version == "2024b-2"
+    assert result.profile_version == "2024b-3"
     assert result.actions_applied > 40
 
 

@@ -49,10 +49,10 @@ def test_profile_is_derived_from_the_table(profile: Profile) -> None:
     rows = json.loads(TABLE_PATH.read_text())
     assert profile.attribute_count == len(rows) == 621
     assert profile.name == "screenlake-research"
-    assert profile.version == "2024b-2"
+    assert profile.version == "2024b-3"
     assert profile.options == {"rtnLongModifDatesOpt", "rtnPatCharsOpt"}
     assert (profile.pixel_policy, profile.pixel_rules) == ("quarantine", None)
-    assert profile.kept_text_sweep is False
+    assert profile.kept_text_sweep is True
     assert profile.safe_private == {}  # the allow-list applies only with rtnSafePrivOpt
     # Every simple code the switched-on options leave alone is taken over as the table says.
     for row, rule in zip(rows, profile.rules, strict=True):

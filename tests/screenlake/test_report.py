@@ -95,6 +95,7 @@ def _audit() -> list[dict[str, object]]:
                     "reason": reason,
                     "profile_version": "1",
                     "actions_applied": 3,
+                    "kept_text_cleaned": 0,
                     "sop_instance_uid": None,
                     "research_path": None,
                     "processed_at": NOW,
