@@ -11,6 +11,8 @@ the studies found here (`with_catalogue`).
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -20,8 +22,9 @@ from cryptography.fernet import Fernet
 
 from screenlake import layout
 from screenlake.fsutil import sha256_of
+from screenlake.lake import LAKE_TABLES
 from screenlake.objections import patient_tokens
-from screenlake.tables import TableSchema, read_parquet, write_parquet
+from screenlake.tables import INSTANCE_CATALOG, TableSchema, read_parquet, write_parquet
 from screenlake.vault import read_vault
 
 # Columns by which a table's row belongs to a patient, in order of preference.
@@ -147,3 +150,42 @@ def erase_rows(path: Path, table: TableSchema, traces: PatientTraces) -> Artefac
     before = sha256_of(path)
     kept = write_parquet(frame.filter(~theirs), table, path)
     return ArtefactErasure(f"table {table.name}", frame.height, kept, before, sha256_of(path))
+
+
+def listing_digest(folder: Path) -> str:
+    """SHA-256 over a folder's files by relative path and size: what the ledger keeps of a
+    folder of DICOM files before and after, without reading gigabytes again."""
+    digest = hashlib.sha256()
+    if folder.exists():
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(
+                f"{path.relative_to(folder).as_posix()}\x1f{path.stat().st_size}\n".encode()
+            )
+    return digest.hexdigest()
+
+
+def erase_from_research_zone(
+    research_root: Path, batch: layout.Batch, key: bytes, traces: PatientTraces
+) -> list[ArtefactErasure]:
+    """Remove the patients from one batch of the research zone's local folder: their studies'
+    de-identified files, and their rows of every lake table. What each removal did, for the
+    ledger; other patients' files and rows stay as they were."""
+    catalogue = research_root / layout.lake_table_path(INSTANCE_CATALOG, batch, key)
+    if catalogue.exists():
+        traces = traces.with_catalogue(read_parquet(INSTANCE_CATALOG, catalogue))
+    changes = []
+    for table in LAKE_TABLES:
+        path = research_root / layout.lake_table_path(table, batch, key)
+        if path.exists() and (change := erase_rows(path, table, traces)) is not None:
+            changes.append(change)
+    dicom = research_root / layout.research_dicom_dir(batch, key)
+    studies = [dicom / uid for uid in sorted(traces.study_uids) if (dicom / uid).is_dir()]
+    if studies:
+        before = (sum(1 for p in dicom.rglob("*.dcm")), listing_digest(dicom))
+        for study in studies:
+            shutil.rmtree(study)
+        after = sum(1 for p in dicom.rglob("*.dcm"))
+        changes.append(
+            ArtefactErasure("research dicom", before[0], after, before[1], listing_digest(dicom))
+        )
+    return changes

@@ -1,0 +1,82 @@
+"""Erasing a patient from a published partition's research zone: their de-identified files and
+their rows of every lake table go, every other row stays as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from orchestration.definitions import defs
+from orchestration.partitions import partition_key
+from screenlake import layout
+from screenlake.erasure import batch_vaults, erase_from_research_zone, traces_of
+from screenlake.lake import LAKE_TABLES
+from screenlake.objections import objection_token
+from screenlake.tables import INSTANCE_CATALOG, read_parquet
+from tests.assets.zones import local_resources
+from tests.conftest import Export
+
+pytestmark = pytest.mark.slow
+PROGRAMME = "cxr_tb"
+
+
+def test_a_patient_leaves_the_research_zone_and_nobody_else_does(
+    synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
+) -> None:
+    resources = local_resources(synthetic_export.drop, tmp_path)
+    batch = layout.Batch(synthetic_export.days[0], PROGRAMME)
+    assert dg.materialize(
+        [*defs.assets, *defs.asset_checks],  # type: ignore[list-item]
+        resources=resources,
+        partition_key=partition_key(batch.day, PROGRAMME),
+    ).success
+    key = resources["pseudonym_key"].key()
+    research = tmp_path / "research"
+    vaults = list(batch_vaults(tmp_path / "phi", resources["vault_key"].cipher()))
+    patients = sorted({p for _, vault in vaults for p in vault["patient_id"]})
+    assert len(patients) >= 2  # one to erase, one to keep
+    erased = patients[0]
+    traces = traces_of([objection_token(key, None, erased)], vaults, key)
+    before = {
+        t.name: read_parquet(t, path)
+        for t in LAKE_TABLES
+        if (path := research / layout.lake_table_path(t, batch, key)).exists()
+    }
+    full = traces.with_catalogue(before[INSTANCE_CATALOG.name])
+    files_before = {p for p in (research / "dicom").rglob("*.dcm")}
+
+    changes = erase_from_research_zone(research, batch, key, traces)
+
+    kinds = {c.kind for c in changes}
+    assert {"research dicom", "table instance_catalog", "table study_findings"} <= kinds
+    assert all(c.rows_after < c.rows_before and c.sha256_after != c.sha256_before for c in changes)
+    for table in LAKE_TABLES:
+        if table.name not in before:
+            continue
+        after = read_parquet(table, research / layout.lake_table_path(table, batch, key))
+        assert after.equals(before[table.name].filter(~full.rows_of(before[table.name]))), table
+    files_after = {p for p in (research / "dicom").rglob("*.dcm")}
+    assert files_after < files_before
+    assert all(p.parent.parent.name not in traces.study_uids for p in files_after)
+    values = [v.encode() for v in full.research_values()]
+    for path in files_after:
+        data = path.read_bytes()
+        assert not [v for v in values if v in data], path.relative_to(research)
+    # Parquet pages are compressed: its values are compared decoded, not as bytes.
+    for path in (research / "lake").rglob("*.parquet"):
+        cells = {str(v) for column in pl.read_parquet(path).iter_columns() for v in column}
+        assert not cells & full.research_values(), path.relative_to(research)
+    # Every other patient's catalogued study is still there.
+    others = set(
+        pl.concat([v for _, v in vaults]).filter(pl.col("patient_id") != erased)[
+            "study_instance_uid"
+        ]
+    )
+    catalogued = set(before[INSTANCE_CATALOG.name]["study_instance_uid"])
+    kept = read_parquet(
+        INSTANCE_CATALOG, research / layout.lake_table_path(INSTANCE_CATALOG, batch, key)
+    )
+    assert set(kept["study_instance_uid"]) == catalogued & others != set()
