@@ -263,7 +263,11 @@ def list_day(day: date, headers: list[_Header]) -> DayListing:
         first = readable[0]
         modality, body_part = first.modality or "", first.body_part or ""
         programme = route_study(modality, body_part)
-        files = tuple(sorted((h.file for h in members), key=lambda f: f.ref))
+        # A damaged file that joined by its folder carries the study it belongs to, so that the
+        # landed manifest says whose it is (an erasure must find it).
+        files = tuple(
+            sorted((replace(h.file, study_instance_uid=uid) for h in members), key=lambda f: f.ref)
+        )
         if programme is None:
             reason = (
                 f"no screening programme takes this study (modality {modality or 'missing'}, "
