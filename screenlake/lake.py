@@ -19,6 +19,7 @@ from screenlake.tables import (
     AUDIT_TRAIL,
     DEIDENTIFICATION_AUDIT,
     DRIFT_METRICS,
+    ERASURE_LEDGER,
     INSTANCE_CATALOG,
     INSTANCE_PREDICTIONS,
     PERFORMANCE_AUDIT,
@@ -30,7 +31,8 @@ from screenlake.tables import (
 )
 from sql import sql_root
 
-LAKE_TABLES: tuple[TableSchema, ...] = (
+# The tables each partition's run writes, a file per batch.
+PARTITION_TABLES: tuple[TableSchema, ...] = (
     DEIDENTIFICATION_AUDIT,
     INSTANCE_CATALOG,
     SERIES_CATALOG,
@@ -42,6 +44,9 @@ LAKE_TABLES: tuple[TableSchema, ...] = (
     PERFORMANCE_AUDIT,
     AUDIT_TRAIL,
 )
+# Every table of the lake, a view each: the partitions' and the erasure ledger (a file per
+# erasure).
+LAKE_TABLES: tuple[TableSchema, ...] = (*PARTITION_TABLES, ERASURE_LEDGER)
 SQL_DIR = sql_root()
 
 

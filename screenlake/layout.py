@@ -126,6 +126,15 @@ def review_decisions_path(programme: str, day: date) -> PurePosixPath:
 
 # The objection register (screenlake.objections): one record a change, written once.
 OBJECTION_RECORDS = PurePosixPath("objections") / "records"
+# Erasure requests carried out (screenlake.erasure): whom each concerned and every value by
+# which they were held, encrypted under the vault key, for `screenlake verify --erasures`.
+ERASURE_REQUESTS = PurePosixPath("erasures")
+
+
+def erasure_request_path(erasure_id: str) -> PurePosixPath:
+    """One erasure's request record in the PHI zone."""
+    return ERASURE_REQUESTS / f"{erasure_id}.json.enc"
+
 
 REIDENTIFICATION_LOG = PurePosixPath("audit") / "reidentifications.csv"
 # On object storage, where no append is atomic, each re-identification is one object here.
@@ -186,6 +195,11 @@ def audit_trail_path(batch: Batch, key: bytes, run_id: str) -> PurePosixPath:
         / f"programme={batch.programme}"
         / f"{batch.research_id(key)}-{research_run_id(key, run_id)}.parquet"
     )
+
+
+def erasure_ledger_path(erasure_id: str) -> PurePosixPath:
+    """One erasure's rows of the ledger, in the lake (read by the `erasure_ledger` view)."""
+    return LAKE_DIR / "erasure_ledger" / "erasures" / f"{erasure_id}.parquet"
 
 
 def lake_table_path(table: TableSchema, batch: Batch, key: bytes) -> PurePosixPath:

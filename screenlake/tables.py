@@ -296,6 +296,26 @@ AUDIT_TRAIL = _table(
     pa.field("detail", _s),
 )
 
+# What each erasure removed, artefact by artefact: counts and digests, no patient (the PHI
+# zone's encrypted request record links an erasure_id to whom it concerned).
+ERASURE_LEDGER = _table(
+    "erasure_ledger",
+    "research",
+    ("erasure_id", "zone", "batch_id", "artefact"),
+    pa.field("erasure_id", _s, nullable=False),
+    pa.field("scope", _s, nullable=False),
+    pa.field("asked_on", pa.date32(), nullable=False),
+    pa.field("erased_at", _ts, nullable=False),
+    pa.field("run_token", _s, nullable=False),  # keyed token of the run ID, never the ID
+    pa.field("zone", _s, nullable=False),
+    pa.field("batch_id", _s, nullable=False),
+    pa.field("artefact", _s, nullable=False),
+    pa.field("rows_before", _i64, nullable=False),
+    pa.field("rows_after", _i64, nullable=False),
+    pa.field("sha256_before", _s, nullable=False),
+    pa.field("sha256_after", _s),
+)
+
 REVIEW_DECISIONS = _table(
     "review_decisions",
     "phi",

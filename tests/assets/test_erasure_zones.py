@@ -15,14 +15,9 @@ from cryptography.fernet import Fernet
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
 from screenlake import layout
-from screenlake.erasure import (
-    PatientTraces,
-    batch_vaults,
-    erase_from_phi_zone,
-    erase_from_research_zone,
-    traces_of,
-)
-from screenlake.lake import LAKE_TABLES
+from screenlake.erasure.artefacts import erase_from_phi_zone, erase_from_research_zone
+from screenlake.erasure.traces import PatientTraces, batch_vaults, traces_of
+from screenlake.lake import PARTITION_TABLES
 from screenlake.objections import objection_token
 from screenlake.tables import INSTANCE_CATALOG, read_parquet
 from screenlake.vault import read_vault
@@ -52,7 +47,7 @@ def test_a_patient_leaves_the_research_zone_and_nobody_else_does(
     traces = traces_of([objection_token(key, None, erased)], vaults, key)
     before = {
         t.name: read_parquet(t, path)
-        for t in LAKE_TABLES
+        for t in PARTITION_TABLES
         if (path := research / layout.lake_table_path(t, batch, key)).exists()
     }
     full = traces.with_catalogue(before[INSTANCE_CATALOG.name])
@@ -69,7 +64,7 @@ def test_a_patient_leaves_the_research_zone_and_nobody_else_does(
     for change in [*changes, *phi.changes]:
         assert change.rows_after < change.rows_before, change
         assert change.sha256_after != change.sha256_before, change
-    for table in LAKE_TABLES:
+    for table in PARTITION_TABLES:
         if table.name not in before:
             continue
         after = read_parquet(table, research / layout.lake_table_path(table, batch, key))

@@ -22,7 +22,7 @@ import pytest
 from screenlake.devservers.process import free_port
 from screenlake.devservers.s3 import S3Server
 from screenlake.devservers.stack import Stack
-from screenlake.lake import LAKE_TABLES
+from screenlake.lake import PARTITION_TABLES
 from screenlake.programmes import PROGRAMME_NAMES
 from screenlake.synth.export import generate_export
 from tests.deploy.stack_site import (
@@ -218,7 +218,7 @@ def _assert_no_duplicate_rows(site: Site) -> None:
     """Every lake table's key is unique across its files (the performance audit, recomputed
     per batch, within each file), and each table holds one file per batch it has rows for."""
     objects = site.objects("research")
-    for table in LAKE_TABLES:
+    for table in PARTITION_TABLES:
         keys = sorted(k for k in objects if f"/lake/{table.name}/" in k)
         assert keys, f"no {table.name} in the lake"
         frames = [

@@ -9,7 +9,7 @@ import polars as pl
 from cryptography.fernet import Fernet
 
 from screenlake import layout
-from screenlake.erasure import batch_vaults, traces_of
+from screenlake.erasure.traces import batch_vaults, traces_of
 from screenlake.objections import objection_token
 from screenlake.tables import VAULT_ENTRIES, frame_of
 from screenlake.vault import write_vault
@@ -90,7 +90,7 @@ def test_vaults_are_read_from_the_phi_zone(tmp_path: Path) -> None:
 
 
 def test_a_table_loses_the_patients_rows_and_keeps_every_other_as_it_was(tmp_path: Path) -> None:
-    from screenlake.erasure import erase_rows
+    from screenlake.erasure.artefacts import erase_rows
     from screenlake.fsutil import sha256_of
     from screenlake.tables import read_parquet, write_parquet
 
