@@ -1,4 +1,4 @@
-"""The job, the nightly schedule and the export-drop sensor."""
+"""The jobs, the nightly schedule, the export-drop sensor and the objection-register sensor."""
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
@@ -9,13 +9,23 @@ import dagster as dg
 from assets.ingest import SOURCE_SUMMARY, pacs_studies
 from orchestration.partitions import partition_key, study_dates
 from resources.sources import StudySource
+from resources.zones import ZoneStore
+from screenlake.objections import register_state
 from screenlake.pacs.cursor import due_days
 from screenlake.programmes import PROGRAMME_NAMES
 
+PRIVACY = dg.AssetSelection.groups("privacy")
+
 screening_job = dg.define_asset_job(
     name="screening_pipeline",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - PRIVACY,
     description="Ingest, de-identify, catalogue, infer, validate and publish one day of one programme.",
+)
+
+erasure_job = dg.define_asset_job(
+    name="patient_erasure",
+    selection=PRIVACY,
+    description="Carry out the erasures the objection register asks for, in both zones.",
 )
 
 
@@ -77,3 +87,22 @@ def new_studies_sensor(context: dg.SensorEvaluationContext, source: StudySource)
                 )
             )
     return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+@dg.sensor(
+    job=erasure_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def objection_register_sensor(
+    context: dg.SensorEvaluationContext, phi_zone: ZoneStore
+) -> dg.SensorResult:
+    """Launch `patient_erasure` when the objection register has changed since the last look:
+    which records it holds, by name only (nothing is decrypted or read here). The run carries
+    out whatever erasure is not finished, and does nothing when a change asks for none."""
+    state = register_state(phi_zone)
+    if state == context.cursor:
+        return dg.SensorResult(skip_reason="the objection register has not changed")
+    if state.startswith("0:"):
+        return dg.SensorResult(skip_reason="the objection register is empty", cursor=state)
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=state)], cursor=state)

@@ -16,12 +16,19 @@ from assets import (
     ingest,
     monitoring,
     performance,
+    privacy,
     publish,
     quality_suites,
     reports,
     validate,
 )
-from orchestration.automation import new_studies_sensor, nightly_screening, screening_job
+from orchestration.automation import (
+    erasure_job,
+    new_studies_sensor,
+    nightly_screening,
+    objection_register_sensor,
+    screening_job,
+)
 from orchestration.executors import executor_for
 from orchestration.resources import resources_for
 from resources.deidentification import DeidentificationSettings
@@ -39,6 +46,7 @@ _modules = [
     publish,
     reports,
     audit,
+    privacy,
 ]
 
 
@@ -67,9 +75,9 @@ def definitions_for(env: str, settings: Mapping[str, str]) -> dg.Definitions:
     return dg.Definitions(
         assets=_assets(resources["models"], resources["deidentification"]),
         asset_checks=dg.load_asset_checks_from_modules(_modules),
-        jobs=[screening_job],
+        jobs=[screening_job, erasure_job],
         schedules=[nightly_screening],
-        sensors=[new_studies_sensor],
+        sensors=[new_studies_sensor, objection_register_sensor],
         resources=resources,
         executor=executor_for(settings),
     )

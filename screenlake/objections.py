@@ -16,6 +16,7 @@ Scopes:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import uuid
@@ -177,6 +178,14 @@ def _effective(request: ObjectionRequest, token: str, state: Mapping[str, Object
     if request.action == WITHDRAW:
         return current is not None
     return current is None or (request.scope == SCOPE_ALL and current.scope != SCOPE_ALL)
+
+
+def register_state(zone: Zone) -> str:
+    """What the register holds, as a digest of its records' names (each change is a new
+    record): it changes whenever the register does. Reads no record."""
+    folder = zone.pull(layout.OBJECTION_RECORDS)
+    names = sorted(p.name for p in folder.glob("*.json")) if folder.exists() else []
+    return f"{len(names)}:" + hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 class ObjectionRegister:

@@ -100,3 +100,46 @@ def test_an_erasure_that_died_half_way_is_finished_with_the_values_it_recorded(
     assert finished.erasure_id == done.erasure_id
     assert finished.traces == done.traces
     assert finished.finished_at is not None
+
+
+def test_the_register_sensor_launches_the_erasure_and_dagster_keeps_no_trace(
+    synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
+) -> None:
+    from orchestration.automation import objection_register_sensor
+    from orchestration.definitions import definitions_for
+    from tests.orchestration.staleness import settings_for
+
+    resources, patient = _published(synthetic_export, tmp_path)
+    site = definitions_for("local", settings_for(tmp_path, synthetic_export.drop))
+    instance = dg.DagsterInstance.ephemeral()
+    quiet = objection_register_sensor(
+        dg.build_sensor_context(instance=instance, resources={"phi_zone": resources["phi_zone"]})
+    )
+    assert isinstance(quiet, dg.SensorResult) and not quiet.run_requests  # nothing to do
+    record_objection(resources, patient, SCOPE_ALL, ASKED_ON)
+
+    tick = objection_register_sensor(
+        dg.build_sensor_context(
+            instance=instance, cursor=quiet.cursor, resources={"phi_zone": resources["phi_zone"]}
+        )
+    )
+    assert isinstance(tick, dg.SensorResult) and len(tick.run_requests or []) == 1
+    run = site.resolve_job_def("patient_erasure").execute_in_process(instance=instance)
+
+    assert run.success
+    [made] = run.get_asset_materialization_events()
+    assert made.materialization.metadata["erasures_carried_out"].value == 1
+    [request] = erasure_requests(resources["phi_zone"], resources["vault_key"].cipher())
+    traces = request.traces.phi_values() | request.traces.research_values()
+    logged = "".join(
+        str(record.event_log_entry)
+        for record in instance.get_records_for_run(run.run_id, limit=10_000).records
+    )
+    assert request.erasure_id in logged
+    assert not [value for value in traces if value in logged]
+    unchanged = objection_register_sensor(
+        dg.build_sensor_context(
+            instance=instance, cursor=tick.cursor, resources={"phi_zone": resources["phi_zone"]}
+        )
+    )
+    assert isinstance(unchanged, dg.SensorResult) and not unchanged.run_requests

@@ -26,6 +26,8 @@ ASSETS = {
     "programme_report",
     "audit_trail",
 }
+# Outside the partitions: the register decides, not a day.
+PRIVACY = {"patient_erasures"}
 CHECKS = {
     ("deidentified_instances", "every_landed_file_accounted_for"),
     ("deidentified_instances", "no_identifiers_in_research_zone"),
@@ -54,12 +56,13 @@ GROUPS = {
     "drift_metrics": "monitor",
     "performance_audit": "monitor",
     "audit_trail": "audit",
+    "patient_erasures": "privacy",
 }
 
 
 def test_definitions_list_every_asset_check_job_schedule_and_sensor() -> None:
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | PRIVACY
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == CHECKS
     for check in graph.asset_check_keys:
@@ -67,6 +70,9 @@ def test_definitions_list_every_asset_check_job_schedule_and_sensor() -> None:
     assert defs.resolve_job_def("screening_pipeline") is not None
     assert defs.resolve_schedule_def("nightly_screening").cron_schedule == "0 2 * * *"
     assert defs.resolve_sensor_def("new_studies_sensor") is not None
+    erasure = defs.resolve_job_def("patient_erasure")
+    assert {node.name for node in erasure.graph.node_defs} == PRIVACY
+    assert defs.resolve_sensor_def("objection_register_sensor").job_name == "patient_erasure"
 
 
 def test_every_check_runs_in_the_step_of_its_asset() -> None:
@@ -86,7 +92,7 @@ def test_assets_sit_in_their_pipeline_groups_with_kinds_and_descriptions() -> No
             assert node.group_name == GROUPS[name]
         assert node.kinds, name
         assert node.description, name
-        assert node.partitions_def is not None, name
+        assert (node.partitions_def is None) == (name in PRIVACY), name
     for published in ("coordinator_worklist", "pacs_findings_reports"):
         lineage = graph.get(dg.AssetKey(published))
         assert {p.to_user_string() for p in lineage.parent_keys} == {
