@@ -147,3 +147,11 @@ def step_check(asset: str, name: str, description: str, blocking: bool = True) -
         partitions_def=screening_partitions,
         description=description,
     )
+
+
+def with_code_version(assets: list[dg.AssetsDefinition], version: str) -> list[dg.AssetsDefinition]:
+    """`assets` versioned by `version`: what a deployment configures (its models, its
+    de-identification profile) set as their code version when the Definitions are built."""
+    return list(
+        dg.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version), assets)
+    )

@@ -12,6 +12,7 @@ from assets._shared import (
     check_result,
     landed_manifest,
     step_check,
+    with_code_version,
     write_batch_table,
 )
 from assets.ingest import raw_instances
@@ -38,12 +39,8 @@ def deidentification_assets(settings: DeidentificationSettings) -> list[dg.Asset
     The profile is loaded, and so validated, when the code location loads: a broken profile
     stops the location loading instead of failing the night's first de-identification step.
     """
-    version = settings.profile().code_version
-    return list(
-        dg.map_asset_specs(
-            lambda spec: spec.replace_attributes(code_version=version),
-            [deidentified_instances, pseudonym_vault],
-        )
+    return with_code_version(
+        [deidentified_instances, pseudonym_vault], settings.profile().code_version
     )
 
 

@@ -9,6 +9,7 @@ from assets._shared import (
     markdown_preview,
     read_batch_table,
     step_check,
+    with_code_version,
     write_batch_table,
 )
 from assets.catalog import instance_catalog, study_catalog
@@ -47,13 +48,7 @@ def inference_assets(models: ModelRegistry) -> list[dg.AssetsDefinition]:
     The version covers every programme's model: Dagster has one code version per asset, not per
     partition, so a new model for one programme makes every programme's partitions stale.
     """
-    version = models_version(models)
-    return list(
-        dg.map_asset_specs(
-            lambda spec: spec.replace_attributes(code_version=version),
-            [instance_predictions, study_findings],
-        )
-    )
+    return with_code_version([instance_predictions, study_findings], models_version(models))
 
 
 # No code_version on the two inference assets: it depends on the deployment's models folder,

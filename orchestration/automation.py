@@ -7,6 +7,7 @@ from datetime import timedelta
 import dagster as dg
 
 from assets.ingest import SOURCE_SUMMARY, pacs_studies
+from assets.privacy import erasure_job
 from orchestration.partitions import partition_key, study_dates
 from resources.sources import StudySource
 from resources.zones import ZoneStore
@@ -14,18 +15,10 @@ from screenlake.objections import register_state
 from screenlake.pacs.cursor import due_days
 from screenlake.programmes import PROGRAMME_NAMES
 
-PRIVACY = dg.AssetSelection.groups("privacy")
-
 screening_job = dg.define_asset_job(
     name="screening_pipeline",
-    selection=dg.AssetSelection.all() - PRIVACY,
+    selection=dg.AssetSelection.all(),
     description="Ingest, de-identify, catalogue, infer, validate and publish one day of one programme.",
-)
-
-erasure_job = dg.define_asset_job(
-    name="patient_erasure",
-    selection=PRIVACY,
-    description="Carry out the erasures the objection register asks for, in both zones.",
 )
 
 

@@ -16,14 +16,13 @@ from assets import (
     ingest,
     monitoring,
     performance,
-    privacy,
     publish,
     quality_suites,
     reports,
     validate,
 )
+from assets.privacy import erasure_job
 from orchestration.automation import (
-    erasure_job,
     new_studies_sensor,
     nightly_screening,
     objection_register_sensor,
@@ -46,7 +45,6 @@ _modules = [
     publish,
     reports,
     audit,
-    privacy,
 ]
 
 

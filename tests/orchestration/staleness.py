@@ -49,6 +49,7 @@ def resolver(defs: dg.Definitions, instance: dg.DagsterInstance) -> CachingStale
 def statuses(
     defs: dg.Definitions, instance: dg.DagsterInstance, partition: str
 ) -> dict[str, StaleStatus]:
+    """Every asset's stale status for `partition`, by asset name."""
     found = resolver(defs, instance)
     return {
         key.to_user_string(): found.get_status(key, partition)

@@ -26,8 +26,6 @@ ASSETS = {
     "programme_report",
     "audit_trail",
 }
-# Outside the partitions: the register decides, not a day.
-PRIVACY = {"patient_erasures"}
 CHECKS = {
     ("deidentified_instances", "every_landed_file_accounted_for"),
     ("deidentified_instances", "no_identifiers_in_research_zone"),
@@ -56,13 +54,12 @@ GROUPS = {
     "drift_metrics": "monitor",
     "performance_audit": "monitor",
     "audit_trail": "audit",
-    "patient_erasures": "privacy",
 }
 
 
 def test_definitions_list_every_asset_check_job_schedule_and_sensor() -> None:
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS | PRIVACY
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == ASSETS
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == CHECKS
     for check in graph.asset_check_keys:
@@ -71,7 +68,7 @@ def test_definitions_list_every_asset_check_job_schedule_and_sensor() -> None:
     assert defs.resolve_schedule_def("nightly_screening").cron_schedule == "0 2 * * *"
     assert defs.resolve_sensor_def("new_studies_sensor") is not None
     erasure = defs.resolve_job_def("patient_erasure")
-    assert {node.name for node in erasure.graph.node_defs} == PRIVACY
+    assert {node.name for node in erasure.graph.node_defs} == {"patient_erasures"}
     assert defs.resolve_sensor_def("objection_register_sensor").job_name == "patient_erasure"
 
 
@@ -92,7 +89,7 @@ def test_assets_sit_in_their_pipeline_groups_with_kinds_and_descriptions() -> No
             assert node.group_name == GROUPS[name]
         assert node.kinds, name
         assert node.description, name
-        assert (node.partitions_def is None) == (name in PRIVACY), name
+        assert node.partitions_def is not None, name
     for published in ("coordinator_worklist", "pacs_findings_reports"):
         lineage = graph.get(dg.AssetKey(published))
         assert {p.to_user_string() for p in lineage.parent_keys} == {
