@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -20,6 +18,7 @@ import pydicom
 from cryptography.fernet import Fernet, InvalidToken
 
 from screenlake.errors import VaultError
+from screenlake.fsutil import write_atomic
 from screenlake.keys import (
     accession_pseudonym,
     date_shift_days,
@@ -102,12 +101,7 @@ def write_vault(entries: pl.DataFrame, path: Path, cipher: Fernet) -> None:
     """Encrypt `entries` and write them to `path` atomically."""
     buffer = io.BytesIO()
     pq.write_table(conform(entries, VAULT_ENTRIES), buffer, compression="zstd")
-    token = cipher.encrypt(buffer.getvalue())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(token)
-    os.replace(tmp, path)
+    write_atomic(path, cipher.encrypt(buffer.getvalue()))
 
 
 def read_vault(path: Path, cipher: Fernet) -> pl.DataFrame:

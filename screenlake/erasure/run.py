@@ -30,6 +30,7 @@ from screenlake.erasure.artefacts import (
 )
 from screenlake.erasure.traces import PatientTraces, batch_vaults, traces_of
 from screenlake.errors import VaultError
+from screenlake.fsutil import write_atomic
 from screenlake.keybinding import Zone
 from screenlake.lake import PARTITION_TABLES
 from screenlake.objections import SCOPE_ALL, Objection
@@ -110,11 +111,7 @@ def erasure_requests(phi_zone: Zone, cipher: Fernet) -> list[ErasureRequest]:
 
 def _write(phi_zone: Zone, request: ErasureRequest, cipher: Fernet) -> None:
     relative = layout.erasure_request_path(request.erasure_id)
-    path = phi_zone.path(relative)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(request.encrypted(cipher))
-    tmp.replace(path)
+    write_atomic(phi_zone.path(relative), request.encrypted(cipher))
     phi_zone.push(relative)
 
 
