@@ -4,6 +4,7 @@
 
 import dagster as dg
 
+from assets._shared import StepChecks, check_result, step_check
 from orchestration.partitions import batch_of, screening_partitions
 from resources.secrets import PseudonymKey, VaultKey, require_keys
 from resources.sources import StudySource
@@ -11,6 +12,7 @@ from resources.zones import ZoneStore
 from screenlake import layout
 from screenlake.ingest import batch_files, land_files, source_files_of, study_index
 from screenlake.objections import ObjectionRegister, without_objecting_patients
+from screenlake.reconcile import listed_landed, outcome_of
 from screenlake.tables import (
     LANDED_INSTANCES,
     SOURCE_FILES,
@@ -22,6 +24,9 @@ from screenlake.tables import (
 # The metadata key under which `pacs_studies` records the source summary it listed against
 # (counts and digests, no identifiers); `new_studies_sensor` compares it with the source's.
 SOURCE_SUMMARY = "source_summary"
+# The metadata key under which `pacs_studies` counts the files it left out for objections;
+# `raw_instances` reconciles with it.
+FILES_EXCLUDED = "files_excluded_by_objection"
 
 
 @dg.asset(
@@ -62,10 +67,13 @@ def pacs_studies(
             "files_unreadable_or_unrouted": files.filter(files["problem"].is_not_null()).height,
             "files_in_source_for_day": everything.file_count,
             "studies_excluded_by_objection": excluded.studies,
-            "files_excluded_by_objection": excluded.files,
+            FILES_EXCLUDED: excluded.files,
             SOURCE_SUMMARY: summary,
         }
     )
+
+
+EVERY_LISTED_FILE_LANDED = "every_listed_file_landed_or_excluded"
 
 
 @dg.asset(
@@ -74,6 +82,14 @@ def pacs_studies(
     deps=[pacs_studies],
     kinds={"dicom", "parquet"},
     pool="pacs",
+    check_specs=[
+        step_check(
+            "raw_instances",
+            EVERY_LISTED_FILE_LANDED,
+            "Listed = landed + excluded by objection: every file the listing kept has landed "
+            "(or landed as a problem, to be quarantined), and nothing else did.",
+        )
+    ],
 )
 def raw_instances(
     context: dg.AssetExecutionContext,
@@ -85,18 +101,34 @@ def raw_instances(
     """The partition's files landed in the PHI zone by ordinal, with checksums and a manifest."""
     require_keys(pseudonym_key, vault_key)  # this step can run alone: it checks for itself
     batch = batch_of(context)
-    files = source_files_of(
-        read_parquet(SOURCE_FILES, phi_zone.pull(layout.source_files_path(batch)))
-    )
+    files_frame = read_parquet(SOURCE_FILES, phi_zone.pull(layout.source_files_path(batch)))
+    files = source_files_of(files_frame)
     # The previous landing comes along, so that only what is new or changed is fetched.
     manifest = land_files(files, batch, source, phi_zone.pull(layout.raw_dir(batch)))
     write_parquet(manifest, LANDED_INSTANCES, phi_zone.path(layout.raw_manifest_path(batch)))
     phi_zone.push(layout.raw_dir(batch))
     size = int(manifest["size_bytes"].sum()) if manifest.height else 0
-    return dg.MaterializeResult(
-        metadata={
+    excluded = _files_excluded_by_objection(context)
+    checks = StepChecks()
+    step = listed_landed(files_frame, manifest, excluded)
+    checks.run(lambda: check_result(outcome_of([step]), EVERY_LISTED_FILE_LANDED))
+    return checks.materialize_result(
+        {
             "files_landed": manifest.height,
             "megabytes_landed": round(size / 1e6, 2),
             "files_flagged_at_ingest": manifest.filter(manifest["problem"].is_not_null()).height,
+            FILES_EXCLUDED: excluded,
         }
     )
+
+
+def _files_excluded_by_objection(context: dg.AssetExecutionContext) -> int:
+    """What the partition's latest listing left out for objections (0 before any listing
+    recorded it)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=pacs_studies.key, asset_partitions=[context.partition_key]),
+        limit=1,
+    ).records
+    listed = records[0].asset_materialization if records else None
+    value = listed.metadata.get(FILES_EXCLUDED) if listed else None
+    return int(value.value) if value is not None else 0  # type: ignore[arg-type]

@@ -1,16 +1,23 @@
-"""The jobs, the nightly schedule, the export-drop sensor and the objection-register sensor."""
+"""The jobs, the nightly schedule, the export-drop sensor, the objection-register sensor and the
+sensor that computes aggregates again after an erasure."""
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
 from assets.ingest import SOURCE_SUMMARY, pacs_studies
+from assets.monitoring import DriftWindow
+from assets.performance import PerformanceWindows
 from assets.privacy import erasure_job
+from assets.reports import NIGHTS_FROM
 from orchestration.partitions import partition_key, study_dates
+from resources.secrets import PseudonymKey
 from resources.sources import StudySource
 from resources.zones import ZoneStore
+from screenlake import layout
+from screenlake.keys import keyed_token
 from screenlake.objections import register_state
 from screenlake.pacs.cursor import due_days
 from screenlake.programmes import PROGRAMME_NAMES
@@ -99,3 +106,47 @@ def objection_register_sensor(
     if state.startswith("0:"):
         return dg.SensorResult(skip_reason="the objection register is empty", cursor=state)
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=state)], cursor=state)
+
+
+def _nights(instance: dg.DagsterInstance) -> list[layout.Batch]:
+    """Every programme's nights, as the programme report counts them."""
+    nights = []
+    for key in instance.get_materialized_partitions(NIGHTS_FROM):
+        day, programme = key.split("|")  # the string form orders dimensions: date|programme
+        nights.append(layout.Batch(date.fromisoformat(day), programme))
+    return nights
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[erasure_job],
+    request_job=screening_job,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def erasure_recompute_sensor(
+    context: dg.RunStatusSensorContext, research_zone: ZoneStore, pseudonym_key: PseudonymKey
+) -> list[dg.RunRequest]:
+    """After a `patient_erasure` run that erased, materialise again what counted the erased
+    patients (`screenlake.erasure.recompute`): drift metrics, performance audits and the
+    programme report of the partitions concerned, with their default windows. Found through
+    the ledger rows of that run; the requests name no erasure and no run, only partitions."""
+    from screenlake.erasure.ledger import read_ledger
+    from screenlake.erasure.recompute import erased_batches, recomputations
+
+    key = pseudonym_key.key()
+    run_token = layout.research_run_id(key, context.dagster_run.run_id)
+    ledger = read_ledger(research_zone.pull(layout.ERASURE_LEDGER_DIR))
+    nights = _nights(context.instance)
+    erased = erased_batches(ledger, run_token, nights, key)
+    plan = recomputations(
+        erased, nights, DriftWindow().reference_days, PerformanceWindows().horizon_days
+    )
+    return [
+        dg.RunRequest(
+            # Keyed, so that the key does not pair the erasure's run with the partition.
+            run_key="R" + keyed_token(key, "recompute", f"{run_token}|{step.batch}", 15),
+            partition_key=partition_key(step.batch.day, step.batch.programme),
+            asset_selection=[dg.AssetKey(name) for name in step.assets],
+        )
+        for step in plan
+    ]

@@ -23,6 +23,7 @@ from assets import (
 )
 from assets.privacy import erasure_job
 from orchestration.automation import (
+    erasure_recompute_sensor,
     new_studies_sensor,
     nightly_screening,
     objection_register_sensor,
@@ -75,7 +76,7 @@ def definitions_for(env: str, settings: Mapping[str, str]) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_modules(_modules),
         jobs=[screening_job, erasure_job],
         schedules=[nightly_screening],
-        sensors=[new_studies_sensor, objection_register_sensor],
+        sensors=[new_studies_sensor, objection_register_sensor, erasure_recompute_sensor],
         resources=resources,
         executor=executor_for(settings),
     )

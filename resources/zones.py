@@ -126,5 +126,22 @@ class ZoneStore(dg.ConfigurableResource):
                 role=f"the {self.name} zone",
             )
 
+    def forget_history(self, relative: PurePosixPath | str) -> list[tuple[str, str]]:
+        """On a zone in a versioned bucket, delete the earlier versions and delete markers at
+        `relative` once a push has made the store hold what the working copy holds, so that
+        what was removed cannot be restored from the bucket; the key and version ID of each
+        that went (none for a local zone, or a bucket without versioning)."""
+        self.require_run_in_progress()
+        if not self.is_remote:
+            return []
+        from screenlake.objectstore.mirror import forget_history
+
+        return forget_history(
+            self._connected(),
+            self.location(),
+            self._relative(self.path(relative)),
+            role=f"the {self.name} zone",
+        )
+
     def _relative(self, target: Path) -> PurePosixPath:
         return PurePosixPath(target.relative_to(self._local_root()).as_posix())

@@ -22,6 +22,7 @@ from screenlake.quality_suites import (
     DATA_DOCS_SITE,
     IDENTIFIER_PATTERNS,
     MAX_EXAMPLES,
+    PSEUDONYMOUS,
     PSEUDONYMOUS_FORMATS,
     WITHHELD,
     Expect,
@@ -213,8 +214,12 @@ def _shown(column: str | None, value: object) -> object:
 
 def _withhold(result: Any, validation: Validation) -> None:
     """Withhold, in `result` (which the Data Docs show too), every value of the identifier
-    expectations' columns and any other value that `_shown` would not show."""
+    expectations' columns and any other value that `_shown` would not show; and name each
+    failing row by its number in the table instead of its pseudonymous key, and show no
+    pseudonymous value: check results stay in the orchestrator's event log and in the Data
+    Docs, which an erasure of the patient does not reach."""
     expectations = {e.label: e for e in validation.expectations}
+    rows_of = _rows_by_pseudonym(validation)
     for item in result.results:
         expect = expectations[item.expectation_config.meta["screenlake"]["label"]]
         found = item.result
@@ -224,7 +229,10 @@ def _withhold(result: Any, validation: Validation) -> None:
         def shown(column: str | None, value: object, expect: Expect = expect) -> object:
             if expect.withhold_values and column == expect.column:
                 return WITHHELD
-            return _shown(column, value)
+            kept = _shown(column, value)
+            if column in PSEUDONYMOUS_FORMATS and kept is not None and kept != WITHHELD:
+                return PSEUDONYMOUS
+            return kept
 
         column = expect.column
         found["partial_unexpected_list"] = [
@@ -235,11 +243,40 @@ def _withhold(result: Any, validation: Validation) -> None:
             for c in found.get("partial_unexpected_counts") or []
         ]
         found["partial_unexpected_index_list"] = [
-            {k: shown(k, v) for k, v in row.items()}
+            _numbered(row, rows_of, shown)
             for row in found.get("partial_unexpected_index_list") or []
         ]
         found.pop("unexpected_list", None)
         found.pop("unexpected_index_list", None)
+
+
+def _rows_by_pseudonym(validation: Validation) -> dict[str, dict[object, int]]:
+    """For each pseudonymous key column of the validated frame, the number (from 1) of the
+    first row holding each value."""
+    rows: dict[str, dict[object, int]] = {}
+    for key in validation.key:
+        if key in PSEUDONYMOUS_FORMATS and key in validation.frame.columns:
+            first: dict[object, int] = {}
+            for number, value in enumerate(validation.frame[key], start=1):
+                first.setdefault(value, number)
+            rows[key] = first
+    return rows
+
+
+def _numbered(
+    row: Mapping[str, Any],
+    rows_of: Mapping[str, Mapping[object, int]],
+    shown: Any,
+) -> dict[str, object]:
+    """A failing row of GX's result with its pseudonymous keys replaced by its row number."""
+    numbered: dict[str, object] = {}
+    for name, value in row.items():
+        if name in rows_of:
+            number = rows_of[name].get(value)
+            numbered.setdefault("row", number if number is not None else PSEUDONYMOUS)
+        else:
+            numbered[name] = shown(name, value)
+    return numbered
 
 
 def _keep(

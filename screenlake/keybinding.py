@@ -64,6 +64,8 @@ class Zone(Protocol):
 
     def push(self, relative: PurePosixPath | str) -> None: ...
 
+    def forget_history(self, relative: PurePosixPath | str) -> list[tuple[str, str]]: ...
+
 
 @dataclass(frozen=True)
 class KeyKind:

@@ -171,9 +171,12 @@ def research_dicom_dir(batch: Batch, key: bytes) -> PurePosixPath:
     return PurePosixPath("dicom") / batch.research_prefix(key)
 
 
+INFERENCE_DIR = PurePosixPath("inference")
+
+
 def inference_shards_dir(batch: Batch, key: bytes, model_name: str) -> PurePosixPath:
     """Finished inference shards of a batch, kept until its predictions table is written."""
-    return PurePosixPath("inference") / model_name / batch.research_prefix(key)
+    return INFERENCE_DIR / model_name / batch.research_prefix(key)
 
 
 def evidence_dir(batch: Batch, key: bytes, kind: str) -> PurePosixPath:
@@ -197,9 +200,13 @@ def audit_trail_path(batch: Batch, key: bytes, run_id: str) -> PurePosixPath:
     )
 
 
+# The erasure ledger's files in the lake, a file per erasure (read by the `erasure_ledger` view).
+ERASURE_LEDGER_DIR = LAKE_DIR / "erasure_ledger" / "erasures"
+
+
 def erasure_ledger_path(erasure_id: str) -> PurePosixPath:
-    """One erasure's rows of the ledger, in the lake (read by the `erasure_ledger` view)."""
-    return LAKE_DIR / "erasure_ledger" / "erasures" / f"{erasure_id}.parquet"
+    """One erasure's rows of the ledger."""
+    return ERASURE_LEDGER_DIR / f"{erasure_id}.parquet"
 
 
 def lake_table_path(table: TableSchema, batch: Batch, key: bytes) -> PurePosixPath:

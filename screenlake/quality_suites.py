@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 MAX_EXAMPLES = 5
 WITHHELD = "(withheld: looks like an identifier)"
+# Shown for a pseudonymous value in a check's result: rows are named by number instead.
+PSEUDONYMOUS = "(pseudonymous: not shown)"
 DATA_DOCS_SITE = "evidence"
 # One-sided level of the binomial test that decides whether a batch's positive rate is one the
 # programme's band cannot explain: small batches swing widely by chance, and that must not block.

@@ -2,13 +2,14 @@
 every later table, so that a file lost between two steps is found before publication. Each
 comparison is checked in the step of the asset that completes it, on what that step wrote:
 
+    listed = landed + excluded by objection `raw_instances` (here)
     landed = de-identified + quarantined    `deidentified_instances` (quality.py's rule)
     de-identified = catalogued              `instance_catalog` (here)
     catalogued = predicted (ok) + failed    `instance_predictions` (the predictions suite)
     flagged validated findings = worklist   `coordinator_worklist` (here)
 
-Each step's difference is reported with where it is and a few keys (ordinals and pseudonymous
-UIDs only), so a person knows which step to look at.
+Each step's difference is reported with where it is and a few keys (landed ordinals, or a
+row's number), so a person knows which step to look at; never a path or a UID.
 """
 
 from __future__ import annotations
@@ -45,31 +46,55 @@ class Step:
         return "; ".join(parts)
 
 
-def _difference(name: str, expected: pl.Series, found: pl.Series) -> Step:
-    want, have = set(expected.drop_nulls().to_list()), set(found.drop_nulls().to_list())
-    return Step(
-        name=name,
-        expected=expected.len(),
-        found=found.len(),
-        missing=sorted(str(v) for v in want - have),
-        extra=sorted(str(v) for v in have - want),
-    )
-
-
 def _file_names(paths: pl.Series) -> pl.Series:
     return paths.str.split("/").list.last()
+
+
+def listed_landed(files: pl.DataFrame, manifest: pl.DataFrame, excluded: int) -> Step:
+    """Listed = landed + excluded by objection: every file the day's listing kept for
+    retrieval (`files`, the SOURCE_FILES rows) has one manifest row, and the files of objecting
+    patients (`excluded`, left out before retrieval) were not fetched. A file is named by its
+    number in the list: its source path may name the patient."""
+    numbers = {ref: f"listed file #{n}" for n, ref in enumerate(files["ref"], start=1)}
+    landed = set(manifest["source_path"])
+    return Step(
+        name="listed = landed + excluded by objection",
+        expected=files.height + excluded,
+        found=manifest.height + excluded,
+        missing=[number for ref, number in numbers.items() if ref not in landed],
+        extra=[f"{len(landed - numbers.keys())} landed files not listed"]
+        if landed - numbers.keys()
+        else [],
+    )
 
 
 def deidentified_catalogued(audit: pl.DataFrame, catalog: pl.DataFrame) -> Step:
     """De-identified = catalogued: every file the audit says was written has one catalogue row,
     and no catalogue row names another file."""
     deidentified = audit.filter(pl.col("outcome") == "deidentified")
-    # Files are compared by name (the pseudonymous SOPInstanceUID): a research path names the
-    # batch's token, which must not reach the check's metadata beside the real date.
-    return _difference(
-        "de-identified = catalogued",
-        _file_names(deidentified["research_path"]),
-        _file_names(catalog["research_path"]),
+    # Files are compared by name (the pseudonymous SOPInstanceUID) and reported by the ordinal
+    # they landed under, or a catalogue row by its number: a research path names the batch's
+    # token, which must not reach the check's metadata beside the real date, and a
+    # pseudonymous UID would stay in the event log after the patient's erasure.
+    written = dict(
+        zip(_file_names(deidentified["research_path"]), deidentified["ordinal"], strict=True)
+    )
+    catalogued = _file_names(catalog["research_path"])
+    listed = set(catalogued.drop_nulls())
+    return Step(
+        name="de-identified = catalogued",
+        expected=deidentified.height,
+        found=catalog.height,
+        missing=[
+            f"landed file #{o}"
+            for name, o in sorted(written.items(), key=lambda i: i[1])
+            if name not in listed
+        ],
+        extra=[
+            f"catalogue row #{n}"
+            for n, name in enumerate(catalogued, start=1)
+            if name not in written
+        ],
     )
 
 

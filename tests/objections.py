@@ -1,10 +1,12 @@
-"""An objection recorded as a privacy officer would, in the register of a test's PHI zone."""
+"""An objection recorded as a privacy officer would, in the register of a test's PHI zone, and
+the erasures it asks for carried out."""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Any
 
+from screenlake.erasure.run import ErasureRequest, erase_patients
 from screenlake.objections import ADD, ObjectionRegister, ObjectionRequest
 
 
@@ -26,4 +28,18 @@ def record_objection(
             )
         ],
         "test",
+    )
+
+
+def carry_out_erasures(resources: dict[str, Any]) -> list[ErasureRequest]:
+    """What the `patient_erasure` job does, with the resources of a test's zones: every
+    erasure the register asks for and none has finished, carried out now."""
+    key = resources["pseudonym_key"].key()
+    return erase_patients(
+        resources["phi_zone"],
+        resources["research_zone"],
+        key,
+        resources["vault_key"].cipher(),
+        ObjectionRegister(resources["phi_zone"], key).in_force().values(),
+        "Rtest",
     )

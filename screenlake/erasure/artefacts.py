@@ -7,7 +7,7 @@ import hashlib
 import shutil
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 from cryptography.fernet import Fernet
@@ -98,6 +98,9 @@ def erase_from_research_zone(
             change = erase_rows(path, table, traces)
         if change is not None:
             changes.append(change)
+    shards = erase_inference_shards(research_root, batch, key)
+    if shards is not None:
+        changes.append(shards)
     dicom = research_root / layout.research_dicom_dir(batch, key)
     studies = [dicom / uid for uid in sorted(traces.study_uids) if (dicom / uid).is_dir()]
     if studies:
@@ -109,6 +112,30 @@ def erase_from_research_zone(
             ArtefactErasure("research dicom", before[0], after, before[1], listing_digest(dicom))
         )
     return changes
+
+
+def shard_dirs(research_root: Path, batch: layout.Batch, key: bytes) -> list[PurePosixPath]:
+    """The batch's inference shard folders, of every model, under the research zone's local
+    folder (a crashed inference run leaves them behind; a finished one empties them)."""
+    models = research_root / layout.INFERENCE_DIR
+    names = sorted(d.name for d in models.iterdir() if d.is_dir()) if models.is_dir() else []
+    return [layout.inference_shards_dir(batch, key, name) for name in names]
+
+
+def erase_inference_shards(
+    research_root: Path, batch: layout.Batch, key: bytes
+) -> ArtefactErasure | None:
+    """Remove the batch's inference shards whole: they cache predictions of every patient of
+    the batch, the erased included, for a run to take over; the next run computes them again."""
+    folders = [research_root / f for f in shard_dirs(research_root, batch, key)]
+    files = [p for f in folders if f.is_dir() for p in f.rglob("*") if p.is_file()]
+    if not files:
+        return None
+    digest = hashlib.sha256("".join(listing_digest(f) for f in folders).encode()).hexdigest()
+    for folder in folders:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    return ArtefactErasure("inference shards", len(files), 0, digest, None)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ the erasure is recorded twice:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
 from pathlib import PurePosixPath
@@ -27,7 +28,9 @@ from screenlake.erasure.artefacts import (
     ArtefactErasure,
     erase_from_phi_zone,
     erase_from_research_zone,
+    shard_dirs,
 )
+from screenlake.erasure.exports import erase_from_exports, erase_labels, export_paths
 from screenlake.erasure.traces import PatientTraces, batch_vaults, traces_of
 from screenlake.errors import VaultError
 from screenlake.fsutil import write_atomic
@@ -136,12 +139,15 @@ def _phi_paths(batch: layout.Batch) -> list[PurePosixPath]:
         layout.study_index_path(batch),
         layout.source_files_path(batch),
         layout.vault_path(batch),
+        *export_paths(batch),
     ]
 
 
-def _research_paths(batch: layout.Batch, key: bytes) -> list[PurePosixPath]:
+def _research_paths(research_zone: Zone, batch: layout.Batch, key: bytes) -> list[PurePosixPath]:
     tables = [layout.lake_table_path(t, batch, key) for t in PARTITION_TABLES]
-    return [*tables, layout.research_dicom_dir(batch, key)]
+    research_zone.pull(layout.INFERENCE_DIR)
+    shards = shard_dirs(research_zone.path(), batch, key)
+    return [*tables, layout.research_dicom_dir(batch, key), *shards]
 
 
 def erase_patients(
@@ -196,19 +202,46 @@ def _erase_every_batch(
     for batch in sorted(request.traces.batches, key=lambda b: (b.day, b.programme)):
         for path in _phi_paths(batch):
             phi_zone.pull(path)
-        for path in _research_paths(batch, key):
+        research_paths = _research_paths(research_zone, batch, key)
+        for path in research_paths:
             research_zone.pull(path)
         phi = erase_from_phi_zone(phi_zone.path(), batch, request.traces, cipher)
+        exports = erase_from_exports(phi_zone.path(), batch, request.traces)
         research = erase_from_research_zone(
             research_zone.path(), batch, key, request.traces, phi.ordinals
         )
-        for path in _phi_paths(batch):
-            phi_zone.push(path)
-        for path in _research_paths(batch, key):
-            research_zone.push(path)
-        for zone, changes in (("phi", phi.changes), ("research", research)):
-            rows.extend(_ledger_row(request, now, run_token, zone, batch, key, c) for c in changes)
+        # Inference shards are a cache that a finished run deletes: their earlier versions
+        # (every batch's) go too, as the batch's own folder may have no current object left.
+        for label, zone, paths, forgotten, changes in (
+            ("phi", phi_zone, _phi_paths(batch), [], [*phi.changes, *exports]),
+            ("research", research_zone, research_paths, [layout.INFERENCE_DIR], research),
+        ):
+            for path in paths:
+                zone.push(path)
+            history = _forget_history(zone, [*paths, *forgotten])
+            rows.extend(
+                _ledger_row(request, now, run_token, label, batch, key, c)
+                for c in [*changes, *history]
+            )
+    phi_zone.pull(layout.DEMO_LABELS)
+    labels = erase_labels(phi_zone.path(), request.traces)
+    if labels is not None:
+        phi_zone.push(layout.DEMO_LABELS)
+        # The labels file spans every batch: its rows go under the first batch erased from.
+        first = min(request.traces.batches, key=lambda b: (b.day, b.programme))
+        for change in [labels, *_forget_history(phi_zone, [layout.DEMO_LABELS])]:
+            rows.append(_ledger_row(request, now, run_token, "phi", first, key, change))
     return rows
+
+
+def _forget_history(zone: Zone, paths: Sequence[PurePosixPath]) -> list[ArtefactErasure]:
+    """The earlier versions of `paths` deleted from a zone in a versioned bucket, as one
+    ledger change (none when there were none)."""
+    gone = sorted(v for path in paths for v in zone.forget_history(path))
+    if not gone:
+        return []
+    digest = hashlib.sha256("\n".join(f"{k}\x1f{v}" for k, v in gone).encode()).hexdigest()
+    return [ArtefactErasure("bucket versions", len(gone), 0, digest, None)]
 
 
 def _ledger_row(

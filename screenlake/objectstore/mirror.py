@@ -208,3 +208,36 @@ def _push(
         deleted=len(stale),
         bytes_transferred=sum(m for m in moved if m > 0),
     )
+
+
+def forget_history(
+    client: Any, location: S3Location, relative: PurePosixPath, role: str = "a zone"
+) -> list[tuple[str, str]]:
+    """Delete every noncurrent version and delete marker at `relative` (a file, or every
+    object below a folder), so that a versioned bucket keeps only what a push left current:
+    what an erasure removed cannot be restored from the bucket's history. Returns the key and
+    version ID of each that went; none on a bucket that never had versioning."""
+    with store_errors(role, location.bucket, _where(client), "deleting earlier versions"):
+        key = location.key(relative)
+        versions: list[dict[str, str]] = []
+        markers: list[dict[str, str]] = []
+        paginator = client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=location.bucket, Prefix=key):
+            for found, items in (
+                (versions, page.get("Versions", [])),
+                (markers, page.get("DeleteMarkers", [])),
+            ):
+                for item in items:
+                    name = str(item["Key"])
+                    if not (name == key or name.startswith(key + "/") or not key):
+                        continue
+                    if found is markers or not item["IsLatest"]:
+                        found.append({"Key": name, "VersionId": str(item["VersionId"])})
+        # Versions before markers: a marker removed first would make its version current.
+        for batch in (versions, markers):
+            for start in range(0, len(batch), 1000):  # DeleteObjects takes at most 1,000
+                client.delete_objects(
+                    Bucket=location.bucket,
+                    Delete={"Objects": batch[start : start + 1000], "Quiet": True},
+                )
+        return [(o["Key"], o["VersionId"]) for o in (*versions, *markers)]

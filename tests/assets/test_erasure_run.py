@@ -16,13 +16,13 @@ import pytest
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
 from screenlake import layout
-from screenlake.erasure.run import ErasureRequest, erase_patients, erasure_requests
+from screenlake.erasure.run import erasure_requests
 from screenlake.erasure.traces import batch_vaults
 from screenlake.lake import query, refresh_views
-from screenlake.objections import SCOPE_ALL, ObjectionRegister
+from screenlake.objections import SCOPE_ALL
 from tests.assets.zones import local_resources
 from tests.conftest import Export
-from tests.objections import record_objection
+from tests.objections import carry_out_erasures, record_objection
 
 pytestmark = pytest.mark.slow
 PROGRAMME = "cxr_tb"
@@ -42,26 +42,13 @@ def _published(export: Export, root: Path) -> tuple[dict[str, Any], str]:
     return resources, min(p for _, v in vaults for p in v["patient_id"])
 
 
-def _erase(resources: dict[str, Any]) -> list[ErasureRequest]:
-    key = resources["pseudonym_key"].key()
-    in_force = ObjectionRegister(resources["phi_zone"], key).in_force()
-    return erase_patients(
-        resources["phi_zone"],
-        resources["research_zone"],
-        key,
-        resources["vault_key"].cipher(),
-        in_force.values(),
-        "Rtest",
-    )
-
-
 def test_an_erasure_is_recorded_carried_out_and_ledgered_once(
     synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
 ) -> None:
     resources, patient = _published(synthetic_export, tmp_path)
     record_objection(resources, patient, SCOPE_ALL, ASKED_ON)
 
-    [request] = _erase(resources)
+    [request] = carry_out_erasures(resources)
 
     assert request.finished_at is not None
     assert patient in request.traces.phi_values() and request.traces.research_values()
@@ -80,7 +67,7 @@ def test_an_erasure_is_recorded_carried_out_and_ledgered_once(
     assert not cells & (request.traces.phi_values() | request.traces.research_values())
     assert str(synthetic_export.days[0]) not in cells  # batches by research name only
 
-    assert _erase(resources) == []  # nothing left to do
+    assert carry_out_erasures(resources) == []  # nothing left to do
 
 
 def test_an_erasure_that_died_half_way_is_finished_with_the_values_it_recorded(
@@ -88,14 +75,14 @@ def test_an_erasure_that_died_half_way_is_finished_with_the_values_it_recorded(
 ) -> None:
     resources, patient = _published(synthetic_export, tmp_path)
     record_objection(resources, patient, SCOPE_ALL, ASKED_ON)
-    [done] = _erase(resources)
+    [done] = carry_out_erasures(resources)
     # As if the run had died after recording the request: the vault no longer knows the
     # patient, so only the record can say what to remove.
     started = replace(done, finished_at=None)
     path = tmp_path / "phi" / layout.erasure_request_path(done.erasure_id)
     path.write_bytes(started.encrypted(resources["vault_key"].cipher()))
 
-    [finished] = _erase(resources)
+    [finished] = carry_out_erasures(resources)
 
     assert finished.erasure_id == done.erasure_id
     assert finished.traces == done.traces

@@ -74,5 +74,15 @@ def test_an_objecting_patients_studies_are_never_landed(
     landed_from = list(manifest["source_path"])
     assert not [p for p in landed_from if any(p.startswith(f"{d}/") for d in folders)]
     assert len(landed_from) == listed.metadata["files"].value
+    # The reconciliation: listed = landed + excluded by objection.
+    [landed] = result.asset_materializations_for_node("raw_instances")
+    assert landed.metadata["files_excluded_by_objection"].value == len(files)
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    listed_files = listed.metadata["files"].value + len(files)
+    assert check.description == (
+        f"listed = landed + excluded by objection: {manifest.height + len(files)}"
+    )
+    assert listed_files == manifest.height + len(files)
     logged = "".join(str(e) for e in result.all_events)
     assert patient not in logged

@@ -22,7 +22,7 @@ DEIDENTIFICATION = dg.AssetSelection.assets(
     "pacs_studies", "raw_instances", "deidentified_instances"
 )
 NO_IDENTIFIERS = "no_identifiers_in_research_zone"
-FINDING_LINE = re.compile(r"^  (?P<kind>[^:]+): (?P<file>\S+) \[(?P<element>.+)\]$", re.MULTILINE)
+FINDING_LINE = re.compile(r"^  (?P<kind>[^:]+): (?P<file>.+?) \[(?P<element>.+)\]$", re.MULTILINE)
 
 
 def _deidentify(export: Export, drop: Path, root: Path, **settings: str) -> dg.AssetCheckEvaluation:

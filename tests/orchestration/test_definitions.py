@@ -27,12 +27,14 @@ ASSETS = {
     "audit_trail",
 }
 CHECKS = {
+    ("raw_instances", "every_listed_file_landed_or_excluded"),
     ("deidentified_instances", "every_landed_file_accounted_for"),
     ("deidentified_instances", "no_identifiers_in_research_zone"),
     ("instance_catalog", "every_deidentified_file_catalogued"),
     ("instance_catalog", "catalogue_suite_passes"),
     ("instance_predictions", "predictions_suite_passes"),
     ("study_findings", "findings_suite_passes"),
+    ("validated_findings", "no_finding_of_an_objecting_patient"),
     ("coordinator_worklist", "worklist_matches_findings"),
     ("drift_metrics", "input_drift"),
     ("drift_metrics", "output_drift"),
@@ -70,6 +72,9 @@ def test_definitions_list_every_asset_check_job_schedule_and_sensor() -> None:
     erasure = defs.resolve_job_def("patient_erasure")
     assert {node.name for node in erasure.graph.node_defs} == {"patient_erasures"}
     assert defs.resolve_sensor_def("objection_register_sensor").job_name == "patient_erasure"
+    recompute = defs.resolve_sensor_def("erasure_recompute_sensor")
+    assert isinstance(recompute, dg.RunStatusSensorDefinition)
+    assert recompute.job_name == "screening_pipeline"
 
 
 def test_every_check_runs_in_the_step_of_its_asset() -> None:

@@ -11,7 +11,7 @@ from boto3.s3.transfer import TransferConfig
 
 from screenlake.objectstore.access import S3Access
 from screenlake.objectstore.location import S3Location
-from screenlake.objectstore.mirror import pull, push
+from screenlake.objectstore.mirror import forget_history, pull, push
 
 pytestmark = pytest.mark.s3
 FOLDER = PurePosixPath("raw/date=2026-03-01")
@@ -138,3 +138,36 @@ def test_multipart_objects_compare_by_the_recorded_sha256(
     result = pull(client, location, FOLDER, tmp_path / "copy")
 
     assert (result.transferred, result.unchanged) == (1, 1)
+
+
+def test_forgetting_history_leaves_only_what_a_push_made_current(
+    store: tuple[Any, S3Location], tmp_path: Path
+) -> None:
+    client, location = store
+    client.put_bucket_versioning(
+        Bucket=location.bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    _write(tmp_path, {"kept.dcm": b"first", "erased.dcm": b"patient"})
+    push(client, location, FOLDER, tmp_path)
+    _write(tmp_path, {"kept.dcm": b"second"})
+    (tmp_path / FOLDER / "erased.dcm").unlink()
+    push(client, location, FOLDER, tmp_path)
+    # Beside the folder, an object whose key begins the same: not under it, so left alone.
+    sibling = f"zone/phi/{FOLDER}x/other.dcm"
+    client.put_object(Bucket=location.bucket, Key=sibling, Body=b"v1")
+    client.put_object(Bucket=location.bucket, Key=sibling, Body=b"v2")
+
+    gone = forget_history(client, location, FOLDER)
+
+    # The first kept.dcm, the erased file and its delete marker.
+    assert len(gone) == 3
+    versions = client.list_object_versions(Bucket=location.bucket)
+    left = [(v["Key"], v["IsLatest"]) for v in versions.get("Versions", [])]
+    assert sorted(left) == [
+        (f"zone/phi/{FOLDER}/kept.dcm", True),
+        (sibling, False),
+        (sibling, True),
+    ]
+    assert not versions.get("DeleteMarkers")
+    assert _keys(client, location.bucket)[f"zone/phi/{FOLDER}/kept.dcm"] == b"second"
+    assert forget_history(client, location, FOLDER) == []

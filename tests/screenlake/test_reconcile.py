@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from screenlake.reconcile import deidentified_catalogued, outcome_of, worklist_step
+from screenlake.reconcile import (
+    deidentified_catalogued,
+    listed_landed,
+    outcome_of,
+    worklist_step,
+)
 
 BATCH = "dicom/programme=cxr_tb/batch=B0123456789ABCDE"
 
@@ -42,12 +47,13 @@ def test_a_file_lost_between_deidentification_and_the_catalogue_is_named() -> No
     catalog = _catalog([f"{BATCH}/1.dcm"])
     outcome = outcome_of([deidentified_catalogued(AUDIT, catalog)])
     assert not outcome.passed
-    # By file name only: the batch's token would sit beside the real date in the check's metadata.
-    assert (
-        outcome.summary == "de-identified = catalogued: expected 2, found 1; 1 missing (e.g. 2.dcm)"
+    # By landed ordinal: the path holds the batch's token, which would sit beside the real date
+    # in the check's metadata, and the name a pseudonymous UID, which no erasure reaches there.
+    assert outcome.summary == (
+        "de-identified = catalogued: expected 2, found 1; 1 missing (e.g. landed file #2)"
     )
     assert outcome.examples == [
-        {"step": "de-identified = catalogued", "missing": ["2.dcm"], "unexpected": []}
+        {"step": "de-identified = catalogued", "missing": ["landed file #2"], "unexpected": []}
     ]
 
 
@@ -55,7 +61,7 @@ def test_a_catalogue_row_for_a_file_not_written_is_found() -> None:
     catalog = _catalog([f"{BATCH}/1.dcm", f"{BATCH}/2.dcm", f"{BATCH}/7.dcm"])
     step = deidentified_catalogued(AUDIT, catalog)
     assert not step.holds
-    assert step.extra == ["7.dcm"]
+    assert step.extra == ["catalogue row #3"]
 
 
 def test_the_worklist_must_list_exactly_the_flagged_findings() -> None:
@@ -63,3 +69,37 @@ def test_the_worklist_must_list_exactly_the_flagged_findings() -> None:
     assert worklist_step(findings, 2, 2).holds
     assert not worklist_step(findings, 1, 1).holds
     assert not worklist_step(findings, 2, 1).holds
+
+
+def _listed(refs: list[str]) -> pl.DataFrame:
+    return pl.DataFrame({"ref": refs})
+
+
+def _landed(refs: list[str]) -> pl.DataFrame:
+    return pl.DataFrame({"source_path": refs, "ordinal": list(range(1, len(refs) + 1))})
+
+
+# Drop paths name folders after patients: a check may only count and number them.
+REFS = ["20240311/DOE_JOHN_123/1/1_CR/IM1.dcm", "20240311/ROE_JANE_456/2/1_DX/IM1.dcm"]
+
+
+def test_listed_equals_landed_plus_excluded_by_objection() -> None:
+    outcome = outcome_of([listed_landed(_listed(REFS), _landed(REFS), excluded=3)])
+    assert outcome.passed
+    assert outcome.summary == "listed = landed + excluded by objection: 5"
+
+
+def test_a_listed_file_that_did_not_land_is_numbered_never_named() -> None:
+    outcome = outcome_of([listed_landed(_listed(REFS), _landed(REFS[:1]), excluded=3)])
+    assert not outcome.passed
+    assert outcome.summary == (
+        "listed = landed + excluded by objection: expected 5, found 4; "
+        "1 missing (e.g. listed file #2)"
+    )
+    assert "ROE" not in str(outcome.examples) and "ROE" not in outcome.summary
+
+
+def test_a_landed_file_nobody_listed_is_counted_not_named() -> None:
+    step = listed_landed(_listed(REFS[:1]), _landed(REFS), excluded=0)
+    assert not step.holds
+    assert step.extra == ["1 landed files not listed"]
