@@ -2,7 +2,9 @@
 
 An action on the whole lake rather than data of a partition, so an op in a job of its own
 (`patient_erasure`), which the register's sensor launches: as an asset it would join every
-`--select '*'` of a night's partition and could rewrite a batch that run is writing."""
+`--select '*'` of a night's partition and could rewrite a batch that run is writing. For the
+same reason it waits while a screening run is in progress: that run could write back, from
+what it read before the erasure, a row the erasure has just removed."""
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
@@ -13,10 +15,26 @@ from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
 from screenlake import layout
 
+# The screening job's name (orchestration.automation defines it, and imports this module).
+SCREENING_JOB = "screening_pipeline"
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+class ErasureWaits(dg.Config):
+    """How long an erasure waits for the screening runs in progress to end before it fails."""
+
+    wait_seconds: int = 300
+    waits: int = 48
+
 
 @dg.op(tags={"kind": "privacy"})
 def patient_erasures(
     context: dg.OpExecutionContext,
+    config: ErasureWaits,
     phi_zone: ZoneStore,
     research_zone: ZoneStore,
     pseudonym_key: PseudonymKey,
@@ -29,6 +47,13 @@ def patient_erasures(
     Names erasures by their IDs only; the output is how many were carried out."""
     from screenlake.erasure.run import erase_patients, erasure_requests
     from screenlake.objections import SCOPE_ALL, ObjectionRegister
+
+    busy = context.instance.get_runs_count(
+        dg.RunsFilter(job_name=SCREENING_JOB, statuses=_IN_PROGRESS)
+    )
+    if busy:
+        context.log.info(f"{busy} screening runs in progress: the erasure waits for them to end")
+        raise dg.RetryRequested(max_retries=config.waits, seconds_to_wait=config.wait_seconds)
 
     key, cipher = pseudonym_key.key(), vault_key.cipher()
     in_force = ObjectionRegister(phi_zone, key).in_force()

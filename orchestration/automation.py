@@ -10,7 +10,7 @@ import dagster as dg
 from assets.ingest import SOURCE_SUMMARY, pacs_studies
 from assets.monitoring import DriftWindow
 from assets.performance import PerformanceWindows
-from assets.privacy import erasure_job
+from assets.privacy import SCREENING_JOB, erasure_job
 from assets.reports import NIGHTS_FROM
 from orchestration.partitions import partition_key, study_dates
 from resources.secrets import PseudonymKey
@@ -23,7 +23,7 @@ from screenlake.pacs.cursor import due_days
 from screenlake.programmes import PROGRAMME_NAMES
 
 screening_job = dg.define_asset_job(
-    name="screening_pipeline",
+    name=SCREENING_JOB,
     selection=dg.AssetSelection.all(),
     description="Ingest, de-identify, catalogue, infer, validate and publish one day of one programme.",
 )

@@ -129,3 +129,39 @@ def test_the_register_sensor_launches_the_erasure_and_dagster_keeps_no_trace(
         )
     )
     assert isinstance(unchanged, dg.SensorResult) and not unchanged.run_requests
+
+
+def test_an_erasure_waits_while_a_screening_run_is_in_progress(
+    synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
+) -> None:
+    from dagster._core.utils import make_new_run_id
+
+    from orchestration.definitions import definitions_for
+    from tests.orchestration.staleness import settings_for
+
+    resources, patient = _published(synthetic_export, tmp_path)
+    record_objection(resources, patient, SCOPE_ALL, ASKED_ON)
+    erasure = definitions_for(
+        "local", settings_for(tmp_path, synthetic_export.drop)
+    ).resolve_job_def("patient_erasure")
+    instance = dg.DagsterInstance.ephemeral()
+    night = make_new_run_id()
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="screening_pipeline", run_id=night, status=dg.DagsterRunStatus.STARTED
+        )
+    )
+    waits = {"ops": {"patient_erasures": {"config": {"wait_seconds": 0, "waits": 2}}}}
+
+    waited = erasure.execute_in_process(instance=instance, run_config=waits, raise_on_error=False)
+
+    assert not waited.success
+    retries = [
+        e for e in waited.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert len(retries) == 2
+    assert erasure_requests(resources["phi_zone"], resources["vault_key"].cipher()) == []
+    # The night ends: the erasure goes ahead.
+    instance.delete_run(night)
+    done = erasure.execute_in_process(instance=instance, run_config=waits)
+    assert done.success and done.output_for_node("patient_erasures") == 1
