@@ -5,6 +5,7 @@
 import dagster as dg
 
 from assets._shared import StepChecks, check_result, step_check
+from assets.privacy import ERASURE_JOB, earlier_runs_in_progress
 from orchestration.partitions import batch_of, screening_partitions
 from resources.secrets import PseudonymKey, VaultKey, require_keys
 from resources.sources import StudySource
@@ -29,6 +30,14 @@ SOURCE_SUMMARY = "source_summary"
 FILES_EXCLUDED = "files_excluded_by_objection"
 
 
+class ListingWaits(dg.Config):
+    """How long a night's listing waits for an erasure that started before it: erasures take
+    minutes, so once a minute, for up to four hours; then the night fails loudly."""
+
+    wait_seconds: int = 60
+    waits: int = 240
+
+
 @dg.asset(
     group_name="ingest",
     partitions_def=screening_partitions,
@@ -37,6 +46,7 @@ FILES_EXCLUDED = "files_excluded_by_objection"
 )
 def pacs_studies(
     context: dg.AssetExecutionContext,
+    config: ListingWaits,
     source: StudySource,
     phi_zone: ZoneStore,
     pseudonym_key: PseudonymKey,
@@ -45,6 +55,11 @@ def pacs_studies(
     """Studies the source holds for the day, routed to this programme by their headers (PHI)."""
     # Before the source is even asked: a missing, malformed or unbound key must land nothing.
     require_keys(pseudonym_key, vault_key)
+    # An erasure that started first finishes first: the night then lists with its objection.
+    erasing = earlier_runs_in_progress(context.instance, ERASURE_JOB, context.run.run_id)
+    if erasing:
+        context.log.info("an erasure is in progress: the listing waits for it to end")
+        raise dg.RetryRequested(max_retries=config.waits, seconds_to_wait=config.wait_seconds)
     batch = batch_of(context)
     # Taken before listing: a file that arrives in between changes the next summary, so the
     # sensor runs the day again instead of believing it listed.

@@ -3,8 +3,9 @@
 An action on the whole lake rather than data of a partition, so an op in a job of its own
 (`patient_erasure`), which the register's sensor launches: as an asset it would join every
 `--select '*'` of a night's partition and could rewrite a batch that run is writing. For the
-same reason it waits while a screening run is in progress: that run could write back, from
-what it read before the erasure, a row the erasure has just removed."""
+same reason it waits while a screening run that started before it is in progress (that run
+could write back, from what it read before the erasure, a row the erasure has just removed),
+and a night's first step waits while an earlier erasure is in progress."""
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
@@ -17,11 +18,23 @@ from screenlake import layout
 
 # The screening job's name (orchestration.automation defines it, and imports this module).
 SCREENING_JOB = "screening_pipeline"
+ERASURE_JOB = "patient_erasure"
 _IN_PROGRESS = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+
+def earlier_runs_in_progress(instance: dg.DagsterInstance, job_name: str, run_id: str) -> int:
+    """How many runs of `job_name` are in progress that were created before the run `run_id`.
+    An erasure and a night's run each wait for the other kind only when it came first, so
+    that two that start together do not wait for each other."""
+    this = instance.get_run_record_by_id(run_id)
+    records = instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=_IN_PROGRESS))
+    if this is None:
+        return len(records)
+    return sum(r.create_timestamp < this.create_timestamp for r in records)
 
 
 class ErasureWaits(dg.Config):
@@ -48,9 +61,7 @@ def patient_erasures(
     from screenlake.erasure.run import erase_patients, erasure_requests
     from screenlake.objections import SCOPE_ALL, ObjectionRegister
 
-    busy = context.instance.get_runs_count(
-        dg.RunsFilter(job_name=SCREENING_JOB, statuses=_IN_PROGRESS)
-    )
+    busy = earlier_runs_in_progress(context.instance, SCREENING_JOB, context.run.run_id)
     if busy:
         context.log.info(f"{busy} screening runs in progress: the erasure waits for them to end")
         raise dg.RetryRequested(max_retries=config.waits, seconds_to_wait=config.wait_seconds)
@@ -79,7 +90,7 @@ def patient_erasures(
 
 
 @dg.job(
-    name="patient_erasure",
+    name=ERASURE_JOB,
     description="Carry out the erasures the objection register asks for, in both zones.",
 )
 def erasure_job() -> None:

@@ -86,3 +86,35 @@ def test_an_objecting_patients_studies_are_never_landed(
     assert listed_files == manifest.height + len(files)
     logged = "".join(str(e) for e in result.all_events)
     assert patient not in logged
+
+
+def test_the_nights_listing_waits_for_an_erasure_that_started_first(
+    synthetic_export: Export, session_keys: dict[str, str], tmp_path: Path
+) -> None:
+    from dagster._core.utils import make_new_run_id
+
+    resources = local_resources(synthetic_export.drop, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    erasure = make_new_run_id()
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="patient_erasure", run_id=erasure, status=dg.DagsterRunStatus.STARTED
+        )
+    )
+    night = {
+        "resources": resources,
+        "instance": instance,
+        "partition_key": partition_key(synthetic_export.days[0], PROGRAMME),
+        "run_config": {"ops": {"pacs_studies": {"config": {"wait_seconds": 0, "waits": 2}}}},
+    }
+
+    waited = dg.materialize(defs.assets, selection=INGEST, raise_on_error=False, **night)  # type: ignore[arg-type]
+
+    assert not waited.success
+    retries = [
+        e for e in waited.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert len(retries) == 2
+    assert not (tmp_path / "phi" / "ingest").exists()  # nothing listed while it erased
+    instance.delete_run(erasure)
+    assert dg.materialize(defs.assets, selection=INGEST, **night).success  # type: ignore[arg-type]
