@@ -35,10 +35,9 @@ def _columns_of(traces: PatientTraces) -> dict[str, Collection[str]]:
 
 
 def _theirs(header: list[str], row: list[str], wanted: Mapping[str, Collection[str]]) -> bool:
-    return any(
-        column in header and row[header.index(column)].strip() in values
-        for column, values in wanted.items()
-    )
+    """Whether a row names one of the patients in a column that names patients."""
+    cells = dict(zip(header, row, strict=False))  # a short row has fewer cells
+    return any(cells.get(column, "").strip() in values for column, values in wanted.items())
 
 
 def erase_csv_rows(path: Path, traces: PatientTraces, kind: str) -> ArtefactErasure | None:
