@@ -12,6 +12,7 @@ and a night's first step waits while an earlier erasure is in progress."""
 import dagster as dg
 
 from resources.lake import LakeDatabase
+from resources.models import ModelRegistry
 from resources.secrets import PseudonymKey, VaultKey
 from resources.zones import ZoneStore
 from screenlake import layout
@@ -53,11 +54,14 @@ def patient_erasures(
     pseudonym_key: PseudonymKey,
     vault_key: VaultKey,
     lake: LakeDatabase,
+    models: ModelRegistry,
 ) -> dg.Output[int]:
     """Every erasure (objection of scope `all`) the register holds and no run has finished:
-    the patient's files and rows removed from every batch of both zones, each erasure recorded
-    in the PHI zone (encrypted) and in the `erasure_ledger` (counts and digests, no PHI).
+    the patient's files and rows removed from every batch of both zones, each batch's Data Docs
+    built again from what is left, each erasure recorded in the PHI zone (encrypted) and in the
+    `erasure_ledger` (counts and digests, no PHI).
     Names erasures by their IDs only; the output is how many were carried out."""
+    from screenlake.erasure.evidence import rebuild_data_docs
     from screenlake.erasure.run import erase_patients, erasure_requests
     from screenlake.objections import SCOPE_ALL, ObjectionRegister
 
@@ -68,13 +72,17 @@ def patient_erasures(
 
     key, cipher = pseudonym_key.key(), vault_key.cipher()
     in_force = ObjectionRegister(phi_zone, key).in_force()
+    run_token = layout.research_run_id(key, context.run.run_id)
     done = erase_patients(
         phi_zone,
         research_zone,
         key,
         cipher,
         in_force.values(),
-        layout.research_run_id(key, context.run.run_id),
+        run_token,
+        lambda root, batch: rebuild_data_docs(
+            root, batch, key, models.manifest_for(batch.programme), run_token
+        ),
     )
     lake.refresh_views()
     return dg.Output(

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     # Imported where the checks run: the module pulls in scipy and Great Expectations (~3 s).
     from screenlake.quality_suites import Suite
 
-DATA_DOCS = "data_docs"
+DATA_DOCS = layout.DATA_DOCS
 
 
 def suite_check(

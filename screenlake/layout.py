@@ -179,6 +179,10 @@ def inference_shards_dir(batch: Batch, key: bytes, model_name: str) -> PurePosix
     return INFERENCE_DIR / model_name / batch.research_prefix(key)
 
 
+# The kind of evidence the data-quality suites keep: their Great Expectations Data Docs.
+DATA_DOCS = "data_docs"
+
+
 def evidence_dir(batch: Batch, key: bytes, kind: str) -> PurePosixPath:
     """Evidence of a batch's validation (e.g. kind "data_docs"), for governance."""
     return PurePosixPath("evidence") / kind / batch.research_prefix(key)

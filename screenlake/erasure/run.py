@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -44,6 +44,9 @@ from screenlake.tables import (
     read_parquet,
     write_parquet,
 )
+
+# Builds a batch's data-quality evidence again in the research zone's local folder.
+Evidence = Callable[[Path, layout.Batch], ArtefactErasure | None]
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ def _research_paths(research_zone: Zone, batch: layout.Batch, key: bytes) -> lis
     tables = [layout.lake_table_path(t, batch, key) for t in PARTITION_TABLES]
     research_zone.pull(layout.INFERENCE_DIR)
     shards = shard_dirs(research_zone.path(), batch, key)
-    return [*tables, layout.research_dicom_dir(batch, key), *shards]
+    evidence = layout.evidence_dir(batch, key, layout.DATA_DOCS)
+    return [*tables, layout.research_dicom_dir(batch, key), *shards, evidence]
 
 
 def erase_patients(
@@ -157,10 +161,13 @@ def erase_patients(
     cipher: Fernet,
     objections: Iterable[Objection],
     run_token: str,
+    evidence: Evidence | None = None,
 ) -> list[ErasureRequest]:
     """Carry out every erasure `objections` ask for (scope `all`) and no erasure has finished
     yet; the requests carried out now. Each is recorded before anything is removed, and its
-    ledger rows written once both zones are rewritten."""
+    ledger rows written once both zones are rewritten. `evidence`, given the research zone's
+    local folder and a batch, builds the batch's data-quality evidence again once its tables
+    are rewritten (`screenlake.erasure.evidence`)."""
     recorded = {r.token: r for r in erasure_requests(phi_zone, cipher)}
     carried_out = []
     for objection in objections:
@@ -179,7 +186,9 @@ def erase_patients(
                 traces=_traces(phi_zone, research_zone, key, cipher, objection.token),
             )
             _write(phi_zone, request, cipher)
-        rows = _erase_every_batch(phi_zone, research_zone, key, cipher, request, run_token)
+        rows = _erase_every_batch(
+            phi_zone, research_zone, key, cipher, request, run_token, evidence
+        )
         ledger = layout.erasure_ledger_path(request.erasure_id)
         write_parquet(frame_of(rows, ERASURE_LEDGER), ERASURE_LEDGER, research_zone.path(ledger))
         research_zone.push(ledger)
@@ -196,6 +205,7 @@ def _erase_every_batch(
     cipher: Fernet,
     request: ErasureRequest,
     run_token: str,
+    evidence: Evidence | None,
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     now = datetime.now(UTC)
@@ -210,6 +220,9 @@ def _erase_every_batch(
         research = erase_from_research_zone(
             research_zone.path(), batch, key, request.traces, phi.ordinals
         )
+        rebuilt = evidence(research_zone.path(), batch) if evidence and research else None
+        if rebuilt is not None:
+            research.append(rebuilt)
         # Inference shards are a cache that a finished run deletes: their earlier versions
         # (every batch's) go too, as the batch's own folder may have no current object left.
         for label, zone, paths, forgotten, changes in (

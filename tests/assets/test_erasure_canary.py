@@ -8,6 +8,7 @@ the patient's study sent again on a later night is not taken in."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -182,6 +183,21 @@ def _first_readable(study: Path) -> pydicom.Dataset:
     raise AssertionError("a study folder of the export with no readable file")
 
 
+def _counted_by_data_docs(site: Site, day: date) -> int:
+    """The rows the batch's Data Docs say the catalogue suite validated."""
+    evidence = (
+        site.root / "research" / layout.evidence_dir(site.batch(day), site.key, layout.DATA_DOCS)
+    )
+    counts = {
+        result["result"]["element_count"]
+        for path in evidence.rglob("screenlake-instance_catalog*.json")
+        for result in json.loads(path.read_text())["results"]
+        if "element_count" in (result.get("result") or {})
+    }
+    [count] = counts
+    return int(count)
+
+
 def _files(root: Path) -> Iterator[Path]:
     return (p for p in sorted(root.rglob("*")) if p.is_file() and "drop" not in p.parts)
 
@@ -201,6 +217,7 @@ def test_an_erased_canary_leaves_no_byte_and_every_other_row_as_it_was(
         for day in site.days
     }
     audited_before = site.table(PERFORMANCE_AUDIT, second)
+    documented_before = _counted_by_data_docs(site, first)
     worklist_csv = phi / layout.worklist_path(site.batch(first), "csv")
     worklist_before = worklist_csv.read_text().splitlines()
 
@@ -284,6 +301,7 @@ def test_an_erased_canary_leaves_no_byte_and_every_other_row_as_it_was(
         "outbox reports",
         "research dicom",
         "inference shards",
+        "data docs",
         "raw files",
         "vault",
         f"table {VALIDATED_FINDINGS.name}",
@@ -298,6 +316,10 @@ def test_an_erased_canary_leaves_no_byte_and_every_other_row_as_it_was(
         for w, f in (("before", audited_before), ("after", audited_after))
     }
     assert studies["after"]["all_time"] < studies["before"]["all_time"]
+
+    # The Data Docs count what is left.
+    assert _counted_by_data_docs(site, first) == site.table(INSTANCE_CATALOG, first).height
+    assert _counted_by_data_docs(site, first) < documented_before
 
     # 6. Publication still passes its guards on the erased night: the erasure is the only
     # change to the files its checks judged.
