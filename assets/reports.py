@@ -97,14 +97,18 @@ def programme_report(
     )
 
 
-def _programme_days(instance: dg.DagsterInstance, batch: layout.Batch) -> list[date]:
-    """The days of the programme's nights, in order: every day whose files were de-identified,
-    and the partition's own."""
-    days = {batch.day}
+def nights(instance: dg.DagsterInstance) -> list[layout.Batch]:
+    """Every programme's nights: the batches whose files were de-identified."""
+    found = []
     for key in instance.get_materialized_partitions(NIGHTS_FROM):
         day, programme = key.split("|")  # the string form orders dimensions: date|programme
-        if programme == batch.programme:
-            days.add(date.fromisoformat(day))
+        found.append(layout.Batch(date.fromisoformat(day), programme))
+    return found
+
+
+def _programme_days(instance: dg.DagsterInstance, batch: layout.Batch) -> list[date]:
+    """The days of the programme's nights, in order, and the partition's own."""
+    days = {batch.day} | {n.day for n in nights(instance) if n.programme == batch.programme}
     return sorted(days)
 
 

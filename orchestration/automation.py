@@ -3,7 +3,7 @@ sensor that computes aggregates again after an erasure."""
 
 # No `from __future__ import annotations`: Dagster reads the context and resource annotations.
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import dagster as dg
 
@@ -11,7 +11,7 @@ from assets.ingest import SOURCE_SUMMARY, pacs_studies
 from assets.monitoring import DriftWindow
 from assets.performance import PerformanceWindows
 from assets.privacy import SCREENING_JOB, erasure_job
-from assets.reports import NIGHTS_FROM
+from assets.reports import nights
 from orchestration.partitions import partition_key, study_dates
 from resources.secrets import PseudonymKey
 from resources.sources import StudySource
@@ -108,15 +108,6 @@ def objection_register_sensor(
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=state)], cursor=state)
 
 
-def _nights(instance: dg.DagsterInstance) -> list[layout.Batch]:
-    """Every programme's nights, as the programme report counts them."""
-    nights = []
-    for key in instance.get_materialized_partitions(NIGHTS_FROM):
-        day, programme = key.split("|")  # the string form orders dimensions: date|programme
-        nights.append(layout.Batch(date.fromisoformat(day), programme))
-    return nights
-
-
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[erasure_job],
@@ -136,10 +127,10 @@ def erasure_recompute_sensor(
     key = pseudonym_key.key()
     run_token = layout.research_run_id(key, context.dagster_run.run_id)
     ledger = read_ledger(research_zone.pull(layout.ERASURE_LEDGER_DIR))
-    nights = _nights(context.instance)
-    erased = erased_batches(ledger, run_token, nights, key)
+    known = nights(context.instance)
+    erased = erased_batches(ledger, run_token, known, key)
     plan = recomputations(
-        erased, nights, DriftWindow().reference_days, PerformanceWindows().horizon_days
+        erased, known, DriftWindow().reference_days, PerformanceWindows().horizon_days
     )
     return [
         dg.RunRequest(

@@ -11,8 +11,7 @@ import pytest
 
 from orchestration.definitions import defs
 from orchestration.partitions import partition_key
-from screenlake.cli import main
-from tests.assets.zones import leaky_drop, local_resources
+from tests.assets.zones import leaky_drop, local_resources, run_verify
 from tests.conftest import Export
 from tests.profiles import edited_profile
 
@@ -39,24 +38,6 @@ def _deidentify(export: Export, drop: Path, root: Path, **settings: str) -> dg.A
     return gate
 
 
-def _verify(
-    root: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    **settings: str,
-) -> tuple[int, str]:
-    """`screenlake verify` with the deployment's settings in the environment."""
-    monkeypatch.setenv("SCREENLAKE_HOME", str(root / "home"))
-    monkeypatch.delenv("SCREENLAKE_DEID_PROFILE", raising=False)
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    capsys.readouterr()
-    code = main(
-        ["verify", "--phi-zone", str(root / "phi"), "--research-zone", str(root / "research")]
-    )
-    return code, capsys.readouterr().out
-
-
 def _findings(printed: str) -> list[dict[str, str]]:
     return sorted(
         (m.groupdict() for m in FINDING_LINE.finditer(printed)), key=lambda f: sorted(f.items())
@@ -73,7 +54,7 @@ def test_verify_reports_what_the_blocking_check_found(
     gate = _deidentify(synthetic_export, leaky_drop(synthetic_export, tmp_path), tmp_path)
     assert not gate.passed
 
-    code, printed = _verify(tmp_path, monkeypatch, capsys)
+    code, printed = run_verify(tmp_path, monkeypatch, capsys)
 
     assert code == 1, printed
     found = gate.metadata["first_findings"].value
@@ -100,13 +81,13 @@ def test_verify_honours_what_the_configured_profile_keeps(
     )
     assert gate.passed  # the institution is kept on purpose, and not searched for
 
-    code, printed = _verify(tmp_path, monkeypatch, capsys, SCREENLAKE_DEID_PROFILE=str(profile))
+    code, printed = run_verify(tmp_path, monkeypatch, capsys, SCREENLAKE_DEID_PROFILE=str(profile))
     assert code == 0, printed
     assert "1 batches verified, none with identifiers" in printed
 
     # The shipped profile removes institutions: held to it, the same files fail, as the check
     # would under that profile.
-    code, printed = _verify(tmp_path, monkeypatch, capsys)
+    code, printed = run_verify(tmp_path, monkeypatch, capsys)
     assert code == 1
     assert {f["kind"] for f in _findings(printed)} == {"institution"}
 
@@ -117,6 +98,6 @@ def test_verify_fails_when_there_is_nothing_to_verify(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, printed = _verify(tmp_path, monkeypatch, capsys)
+    code, printed = run_verify(tmp_path, monkeypatch, capsys)
     assert code == 1
     assert "nothing to verify" in printed

@@ -11,35 +11,15 @@ import polars as pl
 import pytest
 
 from screenlake import layout
-from screenlake.cli import main
 from screenlake.erasure.run import ErasureRequest
 from screenlake.objections import SCOPE_ALL
 from tests.assets.test_erasure_run import _published
+from tests.assets.zones import run_verify
 from tests.conftest import Export
 from tests.objections import carry_out_erasures, record_objection
 
 pytestmark = pytest.mark.slow
 ASKED_ON = date(2024, 5, 2)
-
-
-def _verify_erasures(
-    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str]:
-    """`screenlake verify --erasures` with the deployment's settings in the environment."""
-    monkeypatch.setenv("SCREENLAKE_HOME", str(root / "home"))
-    monkeypatch.delenv("SCREENLAKE_DEID_PROFILE", raising=False)
-    capsys.readouterr()
-    code = main(
-        [
-            "verify",
-            "--erasures",
-            "--phi-zone",
-            str(root / "phi"),
-            "--research-zone",
-            str(root / "research"),
-        ]
-    )
-    return code, capsys.readouterr().out
 
 
 def _values(request: ErasureRequest) -> frozenset[str]:
@@ -57,7 +37,7 @@ def test_an_erasure_leaves_no_trace_and_a_planted_one_is_found(
     record_objection(resources, patient, SCOPE_ALL, ASKED_ON)
     [request] = carry_out_erasures(resources)
 
-    code, printed = _verify_erasures(tmp_path, monkeypatch, capsys)
+    code, printed = run_verify(tmp_path, monkeypatch, capsys, "--erasures")
 
     assert code == 0, printed
     assert "1 erasures verified: no trace in either zone" in printed
@@ -67,7 +47,7 @@ def test_an_erasure_leaves_no_trace_and_a_planted_one_is_found(
     planted.parent.mkdir(parents=True)
     planted.write_text(f"sop_instance_uid,score\n{sop_uid},0.9\n", encoding="utf-8")
 
-    code, printed = _verify_erasures(tmp_path, monkeypatch, capsys)
+    code, printed = run_verify(tmp_path, monkeypatch, capsys, "--erasures")
 
     assert code == 1
     assert (
@@ -84,7 +64,7 @@ def test_an_erasure_leaves_no_trace_and_a_planted_one_is_found(
         kept, compression="zstd"
     )
 
-    code, printed = _verify_erasures(tmp_path, monkeypatch, capsys)
+    code, printed = run_verify(tmp_path, monkeypatch, capsys, "--erasures")
 
     assert code == 1
     assert f"  phi: ingest/kept.parquet [erasure {request.erasure_id}] patient_id" in printed
@@ -93,7 +73,7 @@ def test_an_erasure_leaves_no_trace_and_a_planted_one_is_found(
     # A file its kind cannot decode might hide a value from the raw search: not proven.
     kept.write_bytes(b"PAR1" + b"\x00" * 64)
 
-    code, printed = _verify_erasures(tmp_path, monkeypatch, capsys)
+    code, printed = run_verify(tmp_path, monkeypatch, capsys, "--erasures")
 
     assert code == 1
     assert "  phi: ingest/kept.parquet could not be decoded; searched as raw bytes only" in printed
@@ -108,7 +88,7 @@ def test_verify_erasures_fails_when_no_erasure_is_recorded(
 ) -> None:
     (tmp_path / "phi" / layout.ERASURE_REQUESTS).mkdir(parents=True)
 
-    code, printed = _verify_erasures(tmp_path, monkeypatch, capsys)
+    code, printed = run_verify(tmp_path, monkeypatch, capsys, "--erasures")
 
     assert code == 1
     assert "nothing to verify: the PHI zone records no erasure carried out" in printed

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pytest
 
 from orchestration.resources import resources_for
+from screenlake.cli import main
 from tests.conftest import Export
 
 
@@ -49,3 +51,22 @@ def leaky_drop(export: Export, root: Path) -> Path:
     target.ManufacturerModelName = str(previous.PatientName).split("^")[0]
     target.save_as(radiographs[0], enforce_file_format=True)
     return drop
+
+
+def run_verify(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *flags: str,
+    **settings: str,
+) -> tuple[int, str]:
+    """`screenlake verify [flags]` on the zones under `root`, with the deployment's settings
+    in the environment; its exit code and what it printed."""
+    monkeypatch.setenv("SCREENLAKE_HOME", str(root / "home"))
+    monkeypatch.delenv("SCREENLAKE_DEID_PROFILE", raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    zones = ["--phi-zone", str(root / "phi"), "--research-zone", str(root / "research")]
+    code = main(["verify", *flags, *zones])
+    return code, capsys.readouterr().out
